@@ -1,0 +1,157 @@
+"""Grouping: DBSCAN over the sparse neighbour graph, the chaining guard, and the kept image of each group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+KEEP_POLICIES = ("resolution", "filesize", "oldest", "newest", "path")
+
+
+class HasImageFacts(Protocol):
+    path: str
+    size: int
+    mtime: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Group:
+    """A duplicate group: indices into the scanned images, the kept one first.
+
+    Attributes:
+        keep: index of the kept (representative) image.
+        members: indices of every member, the kept image first, then by decreasing similarity to it.
+        similarities: cosine similarity of each member to the kept image (1.0 for the kept image itself).
+    """
+
+    keep: int
+    members: tuple[int, ...]
+    similarities: tuple[float, ...]
+
+
+def dbscan_labels(graph: sp.csr_matrix, *, eps: float, min_samples: int) -> np.ndarray:
+    """Run scikit-learn's DBSCAN on a precomputed sparse cosine-distance graph.
+
+    Args:
+        graph: csr_matrix of shape (n, n); stored entries are distances, absent entries are "too far".
+        eps: cosine-distance radius (``1 - threshold``).
+        min_samples: points (itself included) within ``eps`` needed for a core point.
+
+    Returns:
+        int array of shape (n,): cluster label per image, -1 for images in no group.
+    """
+    from sklearn.cluster import DBSCAN
+
+    n = graph.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed")
+    return np.asarray(model.fit(graph).labels_, dtype=np.int64)
+
+
+def _sort_key(policy: str, image: HasImageFacts) -> tuple[float, str]:
+    """Smaller key = better candidate to keep; the path breaks ties deterministically."""
+    if policy == "resolution":
+        return (-float(image.width * image.height), image.path)
+    if policy == "filesize":
+        return (-float(image.size), image.path)
+    if policy == "oldest":
+        return (image.mtime, image.path)
+    if policy == "newest":
+        return (-image.mtime, image.path)
+    if policy == "path":
+        return (0.0, image.path)
+    raise ValueError(f"unknown keep policy {policy!r}; allowed: {', '.join(KEEP_POLICIES)}")
+
+
+def choose_keep(images: Sequence[HasImageFacts], policy: str) -> int:
+    """Position in ``images`` of the image to keep under ``policy``.
+
+    Policies: ``resolution`` (largest width x height), ``filesize`` (largest file), ``oldest`` / ``newest``
+    (modification time), ``path`` (first in sorted order). Ties are broken by path, so the choice is
+    deterministic whatever order the images come in.
+    """
+    if not images:
+        raise ValueError("choose_keep needs at least one image")
+    return min(range(len(images)), key=lambda i: _sort_key(policy, images[i]))
+
+
+def form_groups(
+    labels: np.ndarray,
+    vectors: np.ndarray,
+    graph: sp.csr_matrix,
+    images: Sequence[HasImageFacts],
+    *,
+    threshold: float,
+    policy: str,
+) -> tuple[list[Group], int]:
+    """Turn DBSCAN labels into groups whose every member is within ``threshold`` of the kept image.
+
+    DBSCAN grows groups by single links, so A~B~C~... can end up joining images whose ends are unrelated.
+    For each cluster the kept image is chosen by ``policy``; members less similar to it than ``threshold``
+    are split off, and the split-off members are grouped again among themselves (connected components of
+    the neighbour graph restricted to them, with the same guard), so no member is ever reported beside a
+    kept image it does not resemble.
+
+    Args:
+        labels: int array of shape (n,), DBSCAN labels (-1 = noise).
+        vectors: float array of shape (n, dim), L2-normalised rows.
+        graph: the sparse neighbour graph DBSCAN ran on (used to regroup split-off members).
+        images: facts of each image (for the keep policy), aligned with ``vectors``.
+        threshold: cosine similarity every member must reach against its kept image.
+        policy: keep policy, see :func:`choose_keep`.
+
+    Returns:
+        ``(groups, chain_splits)``: groups sorted by size (largest first, then by kept path), and the number
+        of images moved out of the DBSCAN cluster they were first put in.
+    """
+    clusters: dict[int, list[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        if label >= 0:
+            clusters.setdefault(label, []).append(i)
+    groups: list[Group] = []
+    splits = 0
+    pending = [sorted(m) for m in clusters.values()]
+    while pending:
+        members = pending.pop()
+        if len(members) < 2:
+            continue
+        keep = members[choose_keep([images[i] for i in members], policy)]
+        sims = vectors[members] @ vectors[keep]
+        close = [s >= threshold or m == keep for m, s in zip(members, sims.tolist(), strict=True)]
+        inside = [m for m, c in zip(members, close, strict=True) if c]
+        outside = [m for m, c in zip(members, close, strict=True) if not c]
+        if outside:
+            splits += len(outside)
+            pending.extend(_components(graph, outside))
+        if len(inside) >= 2:
+            groups.append(_make_group(keep, inside, vectors))
+    groups.sort(key=lambda g: (-len(g.members), images[g.keep].path))
+    return groups, splits
+
+
+def _components(graph: sp.csr_matrix, nodes: list[int]) -> list[list[int]]:
+    """Connected components of ``graph`` restricted to ``nodes`` (as lists of original indices)."""
+    sub = graph[nodes][:, nodes]
+    _, comp = connected_components(sub, directed=False)
+    parts: dict[int, list[int]] = {}
+    for node, c in zip(nodes, comp.tolist(), strict=True):
+        parts.setdefault(c, []).append(node)
+    return list(parts.values())
+
+
+def _make_group(keep: int, members: list[int], vectors: np.ndarray) -> Group:
+    sims = (vectors[members] @ vectors[keep]).astype(np.float64)
+    order = sorted(range(len(members)), key=lambda j: (members[j] != keep, -sims[j], members[j]))
+    return Group(
+        keep=keep,
+        members=tuple(members[j] for j in order),
+        similarities=tuple(1.0 if members[j] == keep else float(np.clip(sims[j], -1.0, 1.0)) for j in order),
+    )

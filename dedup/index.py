@@ -1,0 +1,146 @@
+"""Annoy nearest-neighbour index and the sparse neighbour graph built from it.
+
+Users think in cosine similarity; Annoy's angular metric returns ``sqrt(2 * (1 - cos))``; DBSCAN wants a
+distance. :func:`convert` is the one place that converts between these units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from dedup.errors import DedupError
+
+Unit = Literal["similarity", "cosine", "angular"]
+ProgressFn = Callable[[str, int, "int | None"], None]
+
+_QUERY_CHUNK = 4096
+
+
+def convert(value: float | np.ndarray, source: Unit, target: Unit) -> float | np.ndarray:
+    """Convert between cosine similarity, cosine distance and Annoy's angular distance.
+
+    Args:
+        value: a number or array in ``source`` units. ``similarity`` is cosine similarity in [-1, 1];
+            ``cosine`` is cosine distance ``1 - similarity`` in [0, 2]; ``angular`` is Annoy's angular
+            distance ``sqrt(2 * (1 - similarity))`` in [0, 2] (the Euclidean distance of unit vectors).
+        source: unit of ``value``.
+        target: unit wanted.
+
+    Returns:
+        ``value`` in ``target`` units (same shape). Values are clipped to the valid range of the target.
+    """
+    units = ("similarity", "cosine", "angular")
+    if source not in units or target not in units:
+        raise ValueError(f"units must be one of {units}, got {source!r} -> {target!r}")
+    v = np.asarray(value, dtype=np.float64)
+    if source == "similarity":
+        sim = v
+    elif source == "cosine":
+        sim = 1.0 - v
+    else:
+        sim = 1.0 - v * v / 2.0
+    sim = np.clip(sim, -1.0, 1.0)
+    if target == "similarity":
+        out = sim
+    elif target == "cosine":
+        out = 1.0 - sim
+    else:
+        out = np.sqrt(2.0 * (1.0 - sim))
+    return float(out) if out.ndim == 0 else out
+
+
+def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -1):  # type: ignore[no-untyped-def]
+    """Build an Annoy forest (angular metric) over ``vectors``.
+
+    Args:
+        vectors: float array of shape (n_images, dim), L2-normalised rows.
+        n_trees: number of random-projection trees.
+        seed: seed of the forest (results are reproducible for a given seed and data).
+        n_jobs: threads used to build the trees; -1 = all cores.
+
+    Returns:
+        A built ``annoy.AnnoyIndex`` whose item ``i`` is row ``i`` of ``vectors``.
+    """
+    from annoy import AnnoyIndex
+
+    n, dim = vectors.shape
+    index = AnnoyIndex(dim, "angular")
+    index.set_seed(seed)
+    for i in range(n):
+        index.add_item(i, vectors[i])
+    try:
+        index.build(n_trees, n_jobs=n_jobs)
+    except Exception as e:  # annoy raises plain Exception / OSError
+        raise DedupError(f"cannot build the Annoy index: {e}") from e
+    return index
+
+
+def neighbour_graph(
+    vectors: np.ndarray,
+    *,
+    eps: float,
+    k: int,
+    n_trees: int,
+    search_k: int = -1,
+    seed: int = 42,
+    progress: ProgressFn | None = None,
+) -> sp.csr_matrix:
+    """Sparse graph of cosine distances from each image to its ``k`` nearest neighbours within ``eps``.
+
+    Neighbours come from an Annoy forest; each candidate's distance is then recomputed exactly from the
+    vectors. Edges are made symmetric (``i~j`` when either finds the other). Distance 0 (identical images) is
+    stored as an explicit entry, so it survives sparse storage; absent entries mean "not a neighbour".
+
+    Args:
+        vectors: float array of shape (n_images, dim), L2-normalised rows.
+        eps: cosine-distance radius, ``1 - threshold_similarity``.
+        k: neighbours looked up per image (excluding itself).
+        n_trees: Annoy trees.
+        search_k: Annoy nodes inspected per query; -1 = Annoy's default.
+        seed: Annoy seed.
+        progress: optional callback ``(phase, done, total)`` with phase ``"index"``.
+
+    Returns:
+        ``scipy.sparse.csr_matrix`` of shape (n_images, n_images), float64 cosine distances, no diagonal.
+    """
+    n = len(vectors)
+    if n < 2:
+        return sp.csr_matrix((n, n), dtype=np.float64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = build_index(vectors, n_trees=n_trees, seed=seed)
+    kk = min(k + 1, n)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for start in range(0, n, _QUERY_CHUNK):
+        stop = min(start + _QUERY_CHUNK, n)
+        for i in range(start, stop):
+            nns = np.fromiter(index.get_nns_by_item(i, kk, search_k), dtype=np.int64)
+            nns = nns[nns != i]
+            rows.append(np.full(len(nns), i, dtype=np.int64))
+            cols.append(nns)
+        if progress:
+            progress("index", stop, n)
+    return _graph_from_candidates(vectors, np.concatenate(rows), np.concatenate(cols), eps)
+
+
+def _graph_from_candidates(vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray, eps: float) -> sp.csr_matrix:
+    """Symmetric sparse cosine-distance graph of the candidate pairs ``(rows[i], cols[i])`` within ``eps``."""
+    n = len(vectors)
+    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+    keys = np.unique(lo * n + hi)
+    lo, hi = keys // n, keys % n
+    dist = np.empty(len(keys), dtype=np.float64)
+    for start in range(0, len(keys), 1 << 16):
+        s = slice(start, start + (1 << 16))
+        dot = np.einsum("ij,ij->i", vectors[lo[s]], vectors[hi[s]], dtype=np.float64)
+        dist[s] = np.clip(1.0 - dot, 0.0, 2.0)
+    keep = dist <= eps
+    lo, hi, dist = lo[keep], hi[keep], dist[keep]
+    graph = sp.coo_matrix(
+        (np.concatenate([dist, dist]), (np.concatenate([lo, hi]), np.concatenate([hi, lo]))), shape=(n, n)
+    )
+    return graph.tocsr()

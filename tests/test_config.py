@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dedup.config import AUTO, Config, describe, load_config
+from dedup.errors import ConfigError
+
+DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+def test_default_yaml_matches_code_defaults():
+    data = yaml.safe_load(DEFAULT_YAML.read_text())
+    assert data == Config().to_dict()
+    assert load_config(DEFAULT_YAML) == Config()
+
+
+def test_default_yaml_documents_every_key_with_a_comment():
+    lines = DEFAULT_YAML.read_text().splitlines()
+    for section, keys in describe().items():
+        assert f"{section}:" in lines
+        for key in keys:
+            line = next((ln for ln in lines if ln.strip().startswith(f"{key}:")), None)
+            assert line is not None, f"{section}.{key} missing from default.yaml"
+            assert "#" in line, f"{section}.{key} has no comment"
+
+
+def test_precedence_cli_over_file_over_defaults(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("cluster:\n  threshold: 0.8\n  min_samples: 3\nkeep:\n  policy: oldest\n")
+    cfg = load_config(cfg_file, {"cluster.threshold": 0.95, "keep.policy": None})
+    assert cfg.cluster.threshold == 0.95  # flag wins
+    assert cfg.cluster.min_samples == 3  # file wins over default
+    assert cfg.keep.policy == "oldest"  # None flag = not given
+    assert cfg.index == Config().index  # untouched sections keep defaults
+    assert load_config().cluster.threshold == AUTO
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"features.extractor": "resnet9"}, "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, phash"),
+        ({"cluster.threshold": 1.5}, "cluster.threshold: 1.5 is out of range; allowed values: -1.0 to 1.0 or 'auto'"),
+        ({"cluster.threshold": "high"}, "cluster.threshold: expected a number or 'auto'"),
+        ({"index.n_trees": 0}, "index.n_trees: 0 is out of range"),
+        ({"index.n_tree": 3}, "unknown config key index.n_tree"),
+        ({"indexes.n_trees": 3}, "unknown config section 'indexes'"),
+        ({"discover.recursive": "yes"}, "discover.recursive: expected true or false"),
+        ({"keep.policy": "biggest"}, "allowed values: resolution, filesize, oldest, newest, path"),
+    ],
+)
+def test_bad_values_name_the_key_and_allowed_values(overrides, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=overrides)
+    assert needle in str(info.value)
+
+
+def test_unknown_key_in_file_names_file_and_allowed_keys(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("index:\n  trees: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown config key index.trees in .*c.yaml; allowed keys in index: n_trees"):
+        load_config(cfg_file)
+
+
+def test_bad_yaml_and_missing_file_are_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cluster: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(notmap)
+
+
+def test_auto_threshold_is_case_insensitive_and_numbers_from_strings():
+    assert load_config(overrides={"cluster.threshold": "AUTO"}).cluster.threshold == AUTO
+    assert load_config(overrides={"cluster.threshold": "0.9"}).cluster.threshold == 0.9
+    assert load_config(overrides={"index.n_trees": "7"}).index.n_trees == 7

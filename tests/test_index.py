@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dedup.cluster import dbscan_labels
+from dedup.index import build_index, convert, neighbour_graph
+
+
+def unit(rows):
+    v = np.asarray(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("sim", "cos", "ang"),
+    [(1.0, 0.0, 0.0), (0.0, 1.0, np.sqrt(2.0)), (-1.0, 2.0, 2.0), (0.5, 0.5, 1.0), (0.9, 0.1, np.sqrt(0.2))],
+)
+def test_convert_between_all_units(sim, cos, ang):
+    assert convert(sim, "similarity", "cosine") == pytest.approx(cos)
+    assert convert(sim, "similarity", "angular") == pytest.approx(ang)
+    assert convert(cos, "cosine", "similarity") == pytest.approx(sim)
+    assert convert(ang, "angular", "similarity") == pytest.approx(sim)
+    assert convert(ang, "angular", "cosine") == pytest.approx(cos)
+    assert convert(cos, "cosine", "angular") == pytest.approx(ang)
+
+
+def test_convert_arrays_and_bad_units():
+    out = convert(np.array([1.0, 0.0]), "similarity", "cosine")
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, [0.0, 1.0])
+    with pytest.raises(ValueError):
+        convert(0.5, "similarity", "euclid")  # type: ignore[arg-type]
+
+
+def test_convert_matches_annoy_angular_distance():
+    rng = np.random.default_rng(1)
+    v = unit(rng.normal(size=(2, 16)))
+    index = build_index(v, n_trees=2, seed=1)
+    annoy_dist = index.get_distance(0, 1)
+    sim = float(v[0] @ v[1])
+    assert convert(annoy_dist, "angular", "similarity") == pytest.approx(sim, abs=1e-5)
+
+
+def test_zero_distance_survives_sparse_storage_and_groups_identical_images():
+    # rows 0 and 1 are exactly identical; 2 is close to neither
+    v = np.zeros((5, 4), dtype=np.float32)
+    v[0, 0] = v[1, 0] = 1.0
+    v[2, 1] = v[3, 2] = v[4, 3] = 1.0
+    graph = neighbour_graph(v, eps=0.05, k=3, n_trees=4, seed=0)
+    assert sp.issparse(graph)
+    assert graph.nnz == 2  # the pair, stored both ways
+    assert graph[0, 1] == 0.0 and graph[1, 0] == 0.0
+    assert graph.has_sorted_indices
+    # the zero is an explicit stored entry (an absent entry would mean "not a neighbour")
+    row0 = slice(graph.indptr[0], graph.indptr[1])
+    assert list(graph.indices[row0]) == [1] and list(graph.data[row0]) == [0.0]
+    labels = dbscan_labels(graph, eps=0.05, min_samples=2)
+    assert labels[0] == labels[1] != -1
+    assert list(labels[2:]) == [-1, -1, -1]
+
+
+def test_graph_keeps_only_pairs_within_eps_and_is_symmetric():
+    rng = np.random.default_rng(0)
+    base = unit(rng.normal(size=(20, 32)))
+    near = unit(base + 0.05 * rng.normal(size=base.shape))
+    v = np.vstack([base, near]).astype(np.float32)
+    eps = 0.05
+    graph = neighbour_graph(v, eps=eps, k=5, n_trees=10, seed=3)
+    assert (graph != graph.T).nnz == 0
+    assert graph.data.max() <= eps
+    dense = 1.0 - v.astype(np.float64) @ v.T.astype(np.float64)
+    for i, j in zip(*graph.nonzero(), strict=True):
+        assert graph[i, j] == pytest.approx(dense[i, j], abs=1e-6)
+    # every planted pair (i, i+20) is within eps and found
+    for i in range(20):
+        if dense[i, i + 20] <= eps:
+            assert graph[i, i + 20] == pytest.approx(dense[i, i + 20], abs=1e-6)
+
+
+def test_graph_of_tiny_inputs():
+    assert neighbour_graph(np.empty((0, 8), np.float32), eps=0.1, k=3, n_trees=2).shape == (0, 0)
+    assert neighbour_graph(unit([[1.0, 0.0]]), eps=0.1, k=3, n_trees=2).shape == (1, 1)
+
+
+def test_same_seed_same_graph():
+    rng = np.random.default_rng(5)
+    v = unit(rng.normal(size=(200, 16)))
+    a = neighbour_graph(v, eps=0.5, k=5, n_trees=3, seed=7)
+    b = neighbour_graph(v, eps=0.5, k=5, n_trees=3, seed=7)
+    assert (a != b).nnz == 0
