@@ -14,11 +14,18 @@ KEEP_POLICIES = ("resolution", "filesize", "oldest", "newest", "path")
 
 
 class HasImageFacts(Protocol):
-    path: str
-    size: int
-    mtime: float
-    width: int
-    height: int
+    """What the keep policies need to know about an image (``ImageRecord`` has it)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime(self) -> float: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
 
 
 @dataclass(frozen=True)

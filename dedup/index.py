@@ -7,7 +7,7 @@ distance. :func:`convert` is the one place that converts between these units.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,7 +53,7 @@ def convert(value: float | np.ndarray, source: Unit, target: Unit) -> float | np
     return float(out) if out.ndim == 0 else out
 
 
-def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -1):  # type: ignore[no-untyped-def]
+def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -1) -> Any:
     """Build an Annoy forest (angular metric) over ``vectors``.
 
     Args:
