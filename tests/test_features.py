@@ -1,0 +1,528 @@
+"""Tests of dedup.features: phash properties, VGG16 weight loading for real, the offline fallback.
+
+TensorFlow tests are marked ``tf``; they share one session-scoped pair of random VGG16 weight files (Keras 3
+``.weights.h5`` and the legacy ``.h5`` layout of the Keras cache) at a 64 px input to save CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from imagegen import crop_fraction, jpeg_bytes, make_photo
+from PIL import Image
+
+from dedup import features
+from dedup.config import FeaturesConfig
+from dedup.errors import ConfigError, WeightsError
+from dedup.features import (
+    EXTRACTORS,
+    PHASH_DEFAULT_THRESHOLD,
+    RANDOM_WEIGHTS_SEED,
+    VGG16_DEFAULT_THRESHOLD,
+    VGG16_NOTOP_FILENAME,
+    VGG16_NOTOP_MD5,
+    VGG16_NOTOP_URL,
+    PHashExtractor,
+    VGG16Extractor,
+    keras_cache_dir,
+    make_extractor,
+)
+
+SIDE = 64  # VGG16 input side in the tf tests (small: 2 shared CPU cores)
+OFFLINE = "URL fetch failure on {}: None -- [Errno -2] Name or service not known"  # what keras raises
+
+
+def _reencoded(image: Image.Image, quality: int) -> Image.Image:
+    return Image.open(io.BytesIO(jpeg_bytes(image, quality=quality))).convert("RGB")
+
+
+def _phash(images: list[Image.Image], hash_size: int = 16) -> np.ndarray:
+    ext = PHashExtractor(hash_size)
+    return ext.embed(np.stack([ext.prepare(im) for im in images]))
+
+
+class _Warnings(list[str]):
+    def __call__(self, message: str) -> None:
+        self.append(message)
+
+
+# --------------------------------------------------------------------------------------------------- import
+
+
+def test_import_does_not_load_tensorflow() -> None:
+    code = "import dedup.features, sys; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------- phash
+
+
+def test_phash_identical_image_has_similarity_exactly_one() -> None:
+    photo = make_photo(1)
+    v = _phash([photo, photo.copy()])
+    assert float(v[0] @ v[1]) == 1.0
+    assert np.array_equal(v[0], v[1])
+
+
+def test_phash_vectors_are_plus_minus_one_over_sqrt_dim_and_unit_norm() -> None:
+    v = _phash([make_photo(s) for s in range(4)])
+    assert v.dtype == np.float32 and v.shape == (4, 256)
+    assert set(np.unique(v).tolist()) == {-1 / 16, 1 / 16}
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-6)
+    # the median split sets about half of the bits
+    assert all(100 <= int((row > 0).sum()) <= 156 for row in v)
+
+
+@pytest.mark.parametrize("variant", ["jpeg_q30", "half_size", "jpeg_q50_of_half_size"])
+def test_phash_near_duplicates_are_similar(variant: str) -> None:
+    photo = make_photo(7)
+    half = photo.resize((160, 120), Image.Resampling.BILINEAR)
+    other = {
+        "jpeg_q30": _reencoded(photo, 30),
+        "half_size": half,
+        "jpeg_q50_of_half_size": _reencoded(half, 50),
+    }[variant]
+    v = _phash([photo, other])
+    assert float(v[0] @ v[1]) > 0.85
+
+
+def test_phash_unrelated_images_are_dissimilar() -> None:
+    v = _phash([make_photo(s) for s in range(10, 16)])
+    sims = v @ v.T
+    off_diagonal = sims[~np.eye(len(v), dtype=bool)]
+    assert off_diagonal.max() < 0.6
+
+
+def test_phash_cosine_equals_one_minus_twice_hamming_over_bits() -> None:
+    photo = make_photo(3)
+    v = _phash([photo, crop_fraction(photo, 0.08)])
+    bits = v.shape[1]
+    hamming = int(np.count_nonzero((v[0] > 0) != (v[1] > 0)))
+    assert 0 < hamming < bits // 2  # a non-trivial example
+    assert float(v[0] @ v[1]) == 1 - 2 * hamming / bits  # exact: every term is a multiple of 1/256
+
+
+def test_phash_threshold_constant_in_hamming_terms() -> None:
+    # 0.70 means at most 15 % of the bits differ: 38 of 256 (imagededup's default is 10 of 64)
+    bits = 256
+    assert max(h for h in range(bits + 1) if 1 - 2 * h / bits >= PHASH_DEFAULT_THRESHOLD) == 38
+
+
+def test_phash_hash_size_sets_dim_and_sizes() -> None:
+    ext = PHashExtractor(32)
+    assert (ext.dim, ext.image_size, ext.decode_size) == (1024, 128, 256)
+    prepared = ext.prepare(make_photo(2))
+    assert prepared.shape == (128, 128) and prepared.dtype == np.float32
+    v = ext.embed(prepared[None])
+    assert v.shape == (1, 1024)
+    np.testing.assert_allclose(np.linalg.norm(v), 1.0, atol=1e-6)
+
+
+def test_phash_embed_checks_shape_and_accepts_empty_batch() -> None:
+    ext = PHashExtractor(16)
+    assert ext.embed(np.zeros((0, 64, 64), np.float32)).shape == (0, 256)
+    with pytest.raises(ValueError, match="shape"):
+        ext.embed(np.zeros((2, 32, 32), np.float32))
+
+
+def test_phash_prepare_accepts_any_mode() -> None:
+    ext = PHashExtractor(16)
+    rgba = make_photo(4).convert("RGBA")
+    assert np.array_equal(ext.prepare(rgba), ext.prepare(rgba.convert("RGB")))
+
+
+def test_make_extractor_phash_info() -> None:
+    ext = make_extractor(FeaturesConfig(extractor="phash", hash_size=16))
+    assert isinstance(ext, PHashExtractor)
+    assert ext.default_threshold == PHASH_DEFAULT_THRESHOLD
+    info = ext.info()
+    assert info["name"] == "phash" and info["requested"] == "phash"
+    assert info["fallback_used"] is False and info["fallback_reason"] is None
+    assert info["weights"] is None and info["pooling"] is None
+    assert (info["input_size"], info["dim"], info["hash_size"]) == (64, 256, 16)
+    assert info["preprocessing"]
+
+
+# --------------------------------------------------------------------------------------------------- registry
+
+
+def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
+    with pytest.raises(ConfigError, match="allowed values: phash, vgg16"):
+        make_extractor(FeaturesConfig(extractor="resnet50"))
+
+
+def test_registry_accepts_new_extractors(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def factory(cfg: FeaturesConfig, warn: Any) -> PHashExtractor:
+        seen.append(cfg.extractor)
+        return PHashExtractor(cfg.hash_size)
+
+    monkeypatch.setitem(EXTRACTORS, "keras-model", factory)
+    ext = make_extractor(FeaturesConfig(extractor="keras-model:/models/net.keras", hash_size=20))
+    assert seen == ["keras-model:/models/net.keras"]
+    assert ext.dim == 400
+
+
+# ------------------------------------------------------------------------------------------ weights (no TF)
+
+
+def test_keras_cache_dir_follows_keras_home_at_call_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert keras_cache_dir() == tmp_path / "kh"
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert keras_cache_dir() == tmp_path / ".keras"
+
+
+def test_missing_weights_file_is_a_weights_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "vgg.h5"
+    with pytest.raises(WeightsError, match="not found") as err:
+        make_extractor(FeaturesConfig(weights=str(missing)))
+    assert str(missing) in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["random_bytes", "empty", "hdf5_without_keras_layout"])
+def test_garbage_weights_file_is_a_weights_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "weights.h5"
+    if kind == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        import h5py
+
+        with h5py.File(path, "w") as f:
+            f["something"] = np.arange(10)
+    with pytest.raises(WeightsError, match="Keras weights") as err:
+        make_extractor(FeaturesConfig(weights=str(path)))
+    assert str(path) in str(err.value)
+
+
+def _offline(*_: Any, **__: Any) -> str:
+    raise Exception(OFFLINE.format(VGG16_NOTOP_URL))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Exception(OFFLINE.format(VGG16_NOTOP_URL)),  # keras.utils.get_file without network
+        ValueError("Incomplete or corrupted file detected. The md5 file hash does not match"),  # bad download
+        TimeoutError("timed out"),  # raised as-is from urlretrieve
+    ],
+)
+def test_imagenet_unavailable_falls_back_to_phash_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception
+) -> None:
+    def get_file(**_: Any) -> str:
+        raise error
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(features, "_keras_get_file", get_file)
+    warned = _Warnings()
+    ext = make_extractor(
+        FeaturesConfig(weights="imagenet", offline_fallback="phash", hash_size=16), warn=warned
+    )
+    assert isinstance(ext, PHashExtractor)
+    assert len(warned) == 1 and "\n" not in warned[0]
+    message = warned[0]
+    for needle in (
+        "cannot obtain the ImageNet VGG16 weights",
+        "phash",
+        VGG16_NOTOP_URL,
+        "--weights",
+        str(tmp_path / "keras" / "models" / VGG16_NOTOP_FILENAME),
+    ):
+        assert needle in message
+    info = ext.info()
+    assert info["fallback_used"] is True and info["requested"] == "vgg16" and info["name"] == "phash"
+    assert info["fallback_reason"]
+    assert ext.default_threshold == PHASH_DEFAULT_THRESHOLD
+
+
+def test_imagenet_unavailable_without_fallback_says_how_to_supply_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(features, "_keras_get_file", _offline)
+    warned = _Warnings()
+    with pytest.raises(WeightsError) as err:
+        make_extractor(FeaturesConfig(weights="imagenet", offline_fallback="none"), warn=warned)
+    message = str(err.value)
+    assert "cannot obtain the ImageNet VGG16 weights" in message
+    assert VGG16_NOTOP_URL in message and "--weights FILE" in message
+    assert str(tmp_path / "keras" / "models" / VGG16_NOTOP_FILENAME) in message
+    assert warned == []
+
+
+def test_vgg16_prepare_resizes_the_whole_image() -> None:
+    image = Image.new("RGB", (200, 100), (255, 0, 0))
+    image.paste((0, 0, 255), (100, 0, 200, 100))
+    prepared = VGG16Extractor(input_size=SIDE, weights="none").prepare(image)
+    assert prepared.shape == (SIDE, SIDE, 3) and prepared.dtype == np.float32
+    assert prepared[SIDE // 2, 1].tolist() == [255.0, 0.0, 0.0]  # left edge kept (no crop)
+    assert prepared[SIDE // 2, SIDE - 2].tolist() == [0.0, 0.0, 255.0]  # right edge kept
+    gray = VGG16Extractor(input_size=SIDE).prepare(image.convert("L"))
+    assert gray.shape == (SIDE, SIDE, 3)
+
+
+def test_vgg16_embed_before_build_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="build"):
+        VGG16Extractor(input_size=SIDE).embed(np.zeros((1, SIDE, SIDE, 3), np.float32))
+
+
+# ------------------------------------------------------------------------------------------------ TensorFlow
+
+
+@dataclass(frozen=True)
+class _RandomVGG:
+    keras3_file: Path  # Keras 3 .weights.h5
+    legacy_file: Path  # legacy .h5 layout, as the ImageNet file in the Keras cache
+    batch: np.ndarray  # (4, SIDE, SIDE, 3) prepared images
+    expected: np.ndarray  # (4, 512) embeddings of the in-memory model, avg pooling
+    other: np.ndarray  # (4, 512) embeddings of a differently seeded model
+
+
+def _randomise(model: Any, seed: int) -> None:
+    """He-normal kernels and non-zero biases, from a local numpy generator (no global seeds)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.get_weights():
+        if w.ndim == 4:
+            values.append(rng.normal(0.0, np.sqrt(2.0 / np.prod(w.shape[:3])), w.shape).astype(w.dtype))
+        else:
+            values.append(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
+    model.set_weights(values)
+
+
+def _reference(model: Any, batch: np.ndarray) -> np.ndarray:
+    import keras
+
+    out = np.asarray(model(keras.applications.vgg16.preprocess_input(batch.copy()), training=False))
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def random_vgg(tmp_path_factory: pytest.TempPathFactory) -> _RandomVGG:
+    import warnings
+
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    root = tmp_path_factory.mktemp("vgg16-weights")
+    model = keras.applications.VGG16(
+        include_top=False, weights=None, pooling="avg", input_shape=(SIDE, SIDE, 3)
+    )
+    _randomise(model, 1)
+    keras3_file = root / "random.weights.h5"
+    model.save_weights(keras3_file)
+    legacy_file = root / "random_notop.h5"
+    with h5py.File(legacy_file, "w") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    prep = VGG16Extractor(input_size=SIDE)
+    batch = np.stack([prep.prepare(make_photo(seed)) for seed in range(4)])
+    expected = _reference(model, batch)
+    _randomise(model, 2)
+    other = _reference(model, batch)
+    return _RandomVGG(keras3_file, legacy_file, batch, expected, other)
+
+
+def _vgg(weights: str | Path, pooling: str = "avg", **kw: Any) -> Any:
+    return make_extractor(FeaturesConfig(weights=str(weights), pooling=pooling, input_size=SIDE, **kw))
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("which", ["keras3", "legacy", "legacy_named_bin"])
+def test_weights_file_really_loads(random_vgg: _RandomVGG, tmp_path: Path, which: str) -> None:
+    path = {
+        "keras3": random_vgg.keras3_file,
+        "legacy": random_vgg.legacy_file,
+        "legacy_named_bin": tmp_path / "vgg16.bin",
+    }[which]
+    if which == "legacy_named_bin":
+        path.write_bytes(random_vgg.legacy_file.read_bytes())
+    ext = _vgg(path)
+    assert isinstance(ext, VGG16Extractor)
+    batch = random_vgg.batch.copy()
+    vectors = ext.embed(batch)
+    assert np.array_equal(batch, random_vgg.batch)  # the caller's batch is not preprocessed in place
+    np.testing.assert_allclose(vectors, random_vgg.expected, atol=1e-5)
+    assert not np.allclose(vectors, random_vgg.other, atol=1e-2)
+    info = ext.info()
+    assert info["weights"] == str(path) and info["weights_file"] == str(path)
+    assert info["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (info["name"], info["pooling"], info["input_size"], info["fallback_used"]) == (
+        "vgg16",
+        "avg",
+        SIDE,
+        False,
+    )
+    assert ext.default_threshold == VGG16_DEFAULT_THRESHOLD and ext.decode_size == SIDE
+
+
+@pytest.mark.tf
+def test_imagenet_file_from_keras_cache_goes_through_the_same_loader(
+    random_vgg: _RandomVGG, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def get_file(**kwargs: Any) -> str:  # stands in for the md5-checked cache hit
+        calls.append(kwargs)
+        return str(random_vgg.legacy_file)
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    monkeypatch.setattr(features, "_keras_get_file", get_file)
+    ext = _vgg("imagenet")
+    assert calls == [
+        {
+            "fname": VGG16_NOTOP_FILENAME,
+            "origin": VGG16_NOTOP_URL,
+            "cache_subdir": "models",
+            "file_hash": VGG16_NOTOP_MD5,
+            "cache_dir": str(tmp_path / "kh"),
+        }
+    ]
+    np.testing.assert_allclose(ext.embed(random_vgg.batch), random_vgg.expected, atol=1e-5)
+    assert ext.info()["weights"] == "imagenet" and ext.info()["fallback_used"] is False
+
+
+@pytest.mark.tf
+def test_pooling_max_and_avg_give_different_unit_vectors(random_vgg: _RandomVGG) -> None:
+    avg = _vgg(random_vgg.legacy_file, "avg").embed(random_vgg.batch)
+    mx_ext = _vgg(random_vgg.legacy_file, "max")
+    mx = mx_ext.embed(random_vgg.batch)
+    assert avg.shape == mx.shape == (4, 512) and mx.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(mx, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(avg, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(avg, mx, atol=1e-2)
+    assert mx_ext.info()["pooling"] == "max"
+    assert mx_ext.embed(random_vgg.batch[:0]).shape == (0, 512)
+
+
+@pytest.mark.tf
+def test_random_weights_warn_and_are_deterministic(random_vgg: _RandomVGG) -> None:
+    warned = _Warnings()
+    first = _vgg("none").embed(random_vgg.batch)
+    ext = make_extractor(FeaturesConfig(weights="none", input_size=SIDE), warn=warned)
+    assert len(warned) == 1 and "untrained VGG16" in warned[0] and "meaningless" in warned[0]
+    np.testing.assert_array_equal(ext.embed(random_vgg.batch), first)
+    info = ext.info()
+    assert info["weights"] == "none" and info["weights_sha256"] is None
+    assert info["seed"] == RANDOM_WEIGHTS_SEED
+
+
+@pytest.mark.tf
+def test_with_top_legacy_file_is_rejected_clearly(tmp_path: Path) -> None:
+    import warnings
+
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    top = keras.applications.VGG16(include_top=True, weights=None, input_shape=(32, 32, 3), classes=2)
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    with h5py.File(path, "w") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy_h5_format.save_weights_to_hdf5_group(f, top)
+    del top
+    try:
+        with pytest.raises(WeightsError) as err:
+            _vgg(path)
+        message = str(err.value)
+        assert str(path) in message and "does not fit VGG16 without its top" in message
+        assert "classifier top" in message and VGG16_NOTOP_FILENAME in message
+    finally:
+        path.unlink()  # ~130 MB
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("kind", ["truncated_legacy", "keras3_layout_of_another_model"])
+def test_weights_that_do_not_fit_are_a_weights_error(
+    random_vgg: _RandomVGG, tmp_path: Path, kind: str
+) -> None:
+    import h5py
+
+    if kind == "truncated_legacy":
+        path = tmp_path / "truncated.h5"
+        data = random_vgg.legacy_file.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path = tmp_path / "other.weights.h5"
+        with h5py.File(path, "w") as f:
+            f["layers/dense/vars/0"] = np.zeros((4, 2), np.float32)
+    with pytest.raises(WeightsError) as err:
+        _vgg(path)
+    assert str(path) in str(err.value)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_404(tmp_path: Path) -> Iterator[str]:
+    """Base URL of a local HTTP server that answers 404 to everything (an empty directory)."""
+    empty = tmp_path / "www"
+    empty.mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(empty))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.tf
+def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
+    http_404: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    random_vgg: _RandomVGG,
+) -> None:
+    # The real keras.utils.get_file, pointed at a local server that has no weights: deterministic with or
+    # without internet, and no 58 MB download. A random file sits in the cache under the ImageNet name:
+    # its md5 does not match, so Keras must not use it (it tries to re-download, which fails).
+    import keras.src.applications.vgg16 as keras_vgg16
+
+    assert keras_vgg16.WEIGHTS_PATH_NO_TOP == VGG16_NOTOP_URL  # same file as keras.applications.VGG16
+    home = tmp_path / "kh"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / VGG16_NOTOP_FILENAME).write_bytes(random_vgg.legacy_file.read_bytes())
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(features, "VGG16_NOTOP_URL", f"{http_404}/{VGG16_NOTOP_FILENAME}")
+    warned = _Warnings()
+    ext = make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE), warn=warned)
+    assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
+    assert len(warned) == 1 and "404" in warned[0]
+    assert capsys.readouterr().out == ""  # Keras' cache notice went to stderr, not stdout
+    with pytest.raises(WeightsError, match="--weights FILE"):
+        make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="none"))
