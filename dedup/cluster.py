@@ -10,6 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from dedup.index import TOLERANCE, Embeddings
+
 KEEP_POLICIES = ("resolution", "filesize", "oldest", "newest", "path")
 
 
@@ -36,11 +38,13 @@ class Group:
         keep: index of the kept (representative) image.
         members: indices of every member, the kept image first, then by decreasing similarity to it.
         similarities: cosine similarity of each member to the kept image (1.0 for the kept image itself).
+        mirrored: per member, True when it resembles the kept image as a mirror image (a flipped copy).
     """
 
     keep: int
     members: tuple[int, ...]
     similarities: tuple[float, ...]
+    mirrored: tuple[bool, ...]
 
 
 def dbscan_labels(graph: sp.csr_matrix, *, eps: float, min_samples: int) -> np.ndarray:
@@ -59,7 +63,7 @@ def dbscan_labels(graph: sp.csr_matrix, *, eps: float, min_samples: int) -> np.n
     n = graph.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed")
+    model = DBSCAN(eps=eps + TOLERANCE, min_samples=min_samples, metric="precomputed")
     return np.asarray(model.fit(graph).labels_, dtype=np.int64)
 
 
@@ -92,7 +96,7 @@ def choose_keep(images: Sequence[HasImageFacts], policy: str) -> int:
 
 def form_groups(
     labels: np.ndarray,
-    vectors: np.ndarray,
+    embeddings: Embeddings,
     graph: sp.csr_matrix,
     images: Sequence[HasImageFacts],
     *,
@@ -109,9 +113,9 @@ def form_groups(
 
     Args:
         labels: int array of shape (n,), DBSCAN labels (-1 = noise).
-        vectors: float array of shape (n, dim), L2-normalised rows.
+        embeddings: the images' vectors (similarity to the kept image uses :meth:`Embeddings.similarity`).
         graph: the sparse neighbour graph DBSCAN ran on (used to regroup split-off members).
-        images: facts of each image (for the keep policy), aligned with ``vectors``.
+        images: facts of each image (for the keep policy), aligned with ``embeddings``.
         threshold: cosine similarity every member must reach against its kept image.
         policy: keep policy, see :func:`choose_keep`.
 
@@ -131,15 +135,15 @@ def form_groups(
         if len(members) < 2:
             continue
         keep = members[choose_keep([images[i] for i in members], policy)]
-        sims = vectors[members] @ vectors[keep]
-        close = [s >= threshold or m == keep for m, s in zip(members, sims.tolist(), strict=True)]
-        inside = [m for m, c in zip(members, close, strict=True) if c]
-        outside = [m for m, c in zip(members, close, strict=True) if not c]
+        sims, flips = embeddings.similarity(np.asarray(members), np.full(len(members), keep))
+        close = (sims >= threshold - TOLERANCE) | (np.asarray(members) == keep)
+        inside = [m for m, c in zip(members, close.tolist(), strict=True) if c]
+        outside = [m for m, c in zip(members, close.tolist(), strict=True) if not c]
         if outside:
             splits += len(outside)
             pending.extend(_components(graph, outside))
         if len(inside) >= 2:
-            groups.append(_make_group(keep, inside, vectors))
+            groups.append(_make_group(keep, inside, sims[close], flips[close]))
     groups.sort(key=lambda g: (-len(g.members), images[g.keep].path))
     return groups, splits
 
@@ -154,11 +158,12 @@ def _components(graph: sp.csr_matrix, nodes: list[int]) -> list[list[int]]:
     return list(parts.values())
 
 
-def _make_group(keep: int, members: list[int], vectors: np.ndarray) -> Group:
-    sims = (vectors[members] @ vectors[keep]).astype(np.float64)
+def _make_group(keep: int, members: list[int], sims: np.ndarray, flips: np.ndarray) -> Group:
+    """A group with the kept image first, then members by decreasing similarity (index breaks ties)."""
     order = sorted(range(len(members)), key=lambda j: (members[j] != keep, -sims[j], members[j]))
     return Group(
         keep=keep,
         members=tuple(members[j] for j in order),
-        similarities=tuple(1.0 if members[j] == keep else float(np.clip(sims[j], -1.0, 1.0)) for j in order),
+        similarities=tuple(1.0 if members[j] == keep else float(sims[j]) for j in order),
+        mirrored=tuple(bool(flips[j]) and members[j] != keep for j in order),
     )

@@ -20,8 +20,15 @@ from dedup.errors import ConfigError
 AUTO = "auto"
 
 
-def _opt(default: Any, help: str, *, choices: tuple[Any, ...] = (), lo: float | None = None,
-         hi: float | None = None, auto: bool = False) -> Any:
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] = (),
+    lo: float | None = None,
+    hi: float | None = None,
+    auto: bool = False,
+) -> Any:
     """A dataclass field carrying its own validation rules and one-line help."""
     meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "auto": auto}
     return field(default=default, metadata=meta)
@@ -36,44 +43,63 @@ class DiscoverConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    max_pixels: int = _opt(178_956_970, "larger images are skipped as decompression bombs (Pillow's limit)",
-                           lo=1)
+    max_pixels: int = _opt(
+        178_956_970, "larger images are skipped as decompression bombs (Pillow's limit)", lo=1
+    )
     draft: bool = _opt(True, "decode JPEGs at reduced size when the model needs fewer pixels (faster)")
 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
     extractor: str = _opt("vgg16", "feature extractor", choices=("vgg16", "phash"))
-    weights: str = _opt("imagenet", "vgg16 weights: imagenet (Keras cache/download), none (random, tests "
-                        "only) or a path to a .h5 / .weights.h5 file")
+    weights: str = _opt(
+        "imagenet",
+        "vgg16 weights: imagenet (Keras cache/download), none (random, tests "
+        "only) or a path to a .h5 / .weights.h5 file",
+    )
     pooling: str = _opt("avg", "global pooling of the last VGG16 feature map", choices=("avg", "max"))
     input_size: int = _opt(224, "side in pixels of the square model input", lo=32, hi=1024)
     batch_size: int = _opt(32, "images per model call", lo=1, hi=4096)
-    offline_fallback: str = _opt("phash", "extractor used when ImageNet weights cannot be obtained; none = "
-                                 "stop with an error", choices=("phash", "none"))
+    offline_fallback: str = _opt(
+        "phash",
+        "extractor used when ImageNet weights cannot be obtained; none = stop with an error",
+        choices=("phash", "none"),
+    )
     hash_size: int = _opt(16, "phash: side of the kept DCT block; bits = hash_size^2", lo=16, hi=64)
+    mirror: bool = _opt(
+        True, "also match horizontally mirrored (flipped) copies; vgg16 then runs the model twice per image"
+    )
 
 
 @dataclass(frozen=True)
 class IndexConfig:
     n_trees: int = _opt(20, "Annoy trees; more = better recall, slower build", lo=1, hi=1000)
     search_k: int = _opt(-1, "Annoy nodes inspected per query; -1 = Annoy's default (n_trees * k)", lo=-1)
-    neighbours: int = _opt(20, "nearest neighbours looked up per image (k of the neighbour graph)", lo=1,
-                           hi=10_000)
+    neighbours: int = _opt(
+        20, "nearest neighbours looked up per image (k of the neighbour graph)", lo=1, hi=10_000
+    )
     seed: int = _opt(42, "seed of the Annoy forest, for reproducible results", lo=0)
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    threshold: float | str = _opt(AUTO, "cosine similarity at or above which two images are duplicates; "
-                                  "auto = the extractor's default", lo=-1.0, hi=1.0, auto=True)
+    threshold: float | str = _opt(
+        AUTO,
+        "cosine similarity at or above which two images are duplicates; auto = the extractor's default",
+        lo=-1.0,
+        hi=1.0,
+        auto=True,
+    )
     min_samples: int = _opt(2, "DBSCAN min_samples: images (itself included) needed to seed a group", lo=2)
 
 
 @dataclass(frozen=True)
 class KeepConfig:
-    policy: str = _opt("resolution", "which image of a group is kept",
-                       choices=("resolution", "filesize", "oldest", "newest", "path"))
+    policy: str = _opt(
+        "resolution",
+        "which image of a group is kept",
+        choices=("resolution", "filesize", "oldest", "newest", "path"),
+    )
 
 
 @dataclass(frozen=True)
@@ -144,8 +170,9 @@ def _apply(config: Config, data: Mapping[str, Any], origin: str) -> Config:
     sections: dict[str, Any] = {}
     for name, values in data.items():
         if name not in _SECTION_TYPES:
-            raise ConfigError(f"unknown config section {name!r} in {origin}; allowed sections: "
-                              f"{', '.join(_SECTION_TYPES)}")
+            raise ConfigError(
+                f"unknown config section {name!r} in {origin}; allowed sections: {', '.join(_SECTION_TYPES)}"
+            )
         if values is None:
             continue
         if not isinstance(values, Mapping):
@@ -155,8 +182,10 @@ def _apply(config: Config, data: Mapping[str, Any], origin: str) -> Config:
         changes = {}
         for key, value in values.items():
             if key not in fields:
-                raise ConfigError(f"unknown config key {name}.{key} in {origin}; allowed keys in {name}: "
-                                  f"{', '.join(fields)}")
+                raise ConfigError(
+                    f"unknown config key {name}.{key} in {origin}; allowed keys in {name}: "
+                    f"{', '.join(fields)}"
+                )
             changes[key] = _coerce(f"{name}.{key}", fields[key], value)
         sections[name] = dataclasses.replace(current, **changes)
     return dataclasses.replace(config, **sections)
@@ -207,5 +236,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 def describe() -> dict[str, dict[str, str]]:
     """One-line help for every key, by section (used by docs tests and ``--help``)."""
-    return {name: {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
-            for name, cls in _SECTION_TYPES.items()}
+    return {
+        name: {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+        for name, cls in _SECTION_TYPES.items()
+    }

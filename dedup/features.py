@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import sys
@@ -217,11 +218,36 @@ def weights_howto() -> str:
     )
 
 
-def _import_keras() -> Any:
-    """Import Keras (and TensorFlow) with TensorFlow's C++ logging quietened."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@contextlib.contextmanager
+def _quiet_native_stderr(enabled: bool) -> Iterator[None]:
+    """Silence file descriptor 2 while TensorFlow's native code starts.
+
+    TensorFlow prints start-up lines (absl's "before InitializeLog", oneDNN, CUDA probing) from C++ before
+    ``TF_CPP_MIN_LOG_LEVEL`` takes effect; they would drown the one warning a user should read. Python
+    exceptions are unaffected. Setting ``TF_CPP_MIN_LOG_LEVEL`` yourself keeps them visible.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        import keras
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_keras() -> Any:
+    """Import Keras (and TensorFlow) with TensorFlow's native logging quietened (see above)."""
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with _quiet_native_stderr(quiet and "keras" not in sys.modules):
+            import keras
     except ImportError as e:
         raise WeightsError(
             f"the vgg16 extractor needs TensorFlow and Keras ({e}); install them with "
@@ -231,10 +257,14 @@ def _import_keras() -> Any:
 
 
 def _keras_get_file(**kwargs: Any) -> str:
-    """``keras.utils.get_file``; its stdout output (download progress, cache notices) goes to stderr."""
+    """``keras.utils.get_file``; what it prints (download progress, cache notices) goes to stderr, and
+    only when it succeeds, so an offline run shows one warning instead of a failed-download line."""
     keras = _import_keras()
-    with contextlib.redirect_stdout(sys.stderr):
-        return str(keras.utils.get_file(**kwargs))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        path = str(keras.utils.get_file(**kwargs))
+    sys.stderr.write(out.getvalue())
+    return path
 
 
 def fetch_imagenet_weights() -> Path:

@@ -29,19 +29,53 @@ ProgressFn = Callable[[str, int, int | None], None]
 
 # Exceptions Pillow raises for damaged or unsupported files (besides OSError).
 _PIL_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error,
-    ZeroDivisionError, Image.DecompressionBombError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    ZeroDivisionError,
+    Image.DecompressionBombError,
 )
 # ... plus Pillow's bomb warning, which is an exception when warnings are turned into errors.
 _PIL_ERRORS_OR_BOMB: tuple[type[BaseException], ...] = (*_PIL_ERRORS, Image.DecompressionBombWarning)
 
 # Extensions under which a file is expected to be an image: such a file whose content is not an image,
 # or that cannot be read at all, is reported as skipped instead of being silently ignored.
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".ico", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpx", ".qoi",
-    ".psd", ".tga", ".mpo",
-})
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".apng",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".ico",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".jp2",
+        ".j2k",
+        ".jpx",
+        ".qoi",
+        ".psd",
+        ".tga",
+        ".mpo",
+    }
+)
 
 # Raster formats with unambiguous magic numbers: tried on every file, whatever its name.
 _SNIFF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO", "JPEG2000", "AVIF", "QOI", "PSD")
@@ -115,8 +149,11 @@ def _has_image_extension(path: str) -> bool:
 def _extension_formats() -> dict[str, str]:
     """Lower-case extension -> Pillow format, for the formats Pillow can open and decode."""
     Image.init()
-    return {ext: fmt for ext, fmt in Image.registered_extensions().items()
-            if fmt in Image.OPEN and fmt not in _UNDECODABLE_FORMATS}
+    return {
+        ext: fmt
+        for ext, fmt in Image.registered_extensions().items()
+        if fmt in Image.OPEN and fmt not in _UNDECODABLE_FORMATS
+    }
 
 
 def _sniff_formats(path: str) -> list[str]:
@@ -291,8 +328,12 @@ def _identities(paths: Sequence[str | Path]) -> frozenset[tuple[int, int]]:
     return frozenset(ids)
 
 
-def discover(paths: Sequence[str | Path], cfg: DiscoverConfig, exclude: Sequence[str | Path] = (),
-             progress: ProgressFn | None = None) -> tuple[list[ImageFile], list[Skipped]]:
+def discover(
+    paths: Sequence[str | Path],
+    cfg: DiscoverConfig,
+    exclude: Sequence[str | Path] = (),
+    progress: ProgressFn | None = None,
+) -> tuple[list[ImageFile], list[Skipped]]:
     """Find the image files under ``paths``, recognised by content.
 
     Folders are walked recursively (only their direct files if ``cfg.recursive`` is false) in sorted

@@ -7,6 +7,7 @@ distance. :func:`convert` is the one place that converts between these units.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +19,54 @@ Unit = Literal["similarity", "cosine", "angular"]
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 _QUERY_CHUNK = 4096
+
+# Float32 vectors of identical images can differ in the 7th digit; distances this small count as equal.
+TOLERANCE = 1e-6
+_PAIR_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Feature vectors of the scanned images, optionally with those of their mirror images.
+
+    Attributes:
+        vectors: float32 array of shape (n_images, dim), L2-normalised rows.
+        mirrored: float32 array of the same shape holding the vectors of the horizontally mirrored images,
+            or None. When present, two images are as similar as their best match directly or mirrored, so a
+            flipped copy counts as a duplicate.
+    """
+
+    vectors: np.ndarray
+    mirrored: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine similarity of the pairs ``(a[i], b[i])`` (index arrays of equal length).
+
+        Returns:
+            ``(similarity, mirrored)``: float64 array of shape (len(a),) in [-1, 1], and a bool array that is
+            True where the best match was between one image and the other's mirror image.
+        """
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        sim = np.empty(len(a), dtype=np.float64)
+        flip = np.zeros(len(a), dtype=bool)
+        v, m = self.vectors, self.mirrored
+        for start in range(0, len(a), _PAIR_CHUNK):
+            s = slice(start, start + _PAIR_CHUNK)
+            direct = np.einsum("ij,ij->i", v[a[s]], v[b[s]], dtype=np.float64)
+            if m is None:
+                sim[s] = direct
+                continue
+            mirror = np.maximum(
+                np.einsum("ij,ij->i", m[a[s]], v[b[s]], dtype=np.float64),
+                np.einsum("ij,ij->i", v[a[s]], m[b[s]], dtype=np.float64),
+            )
+            sim[s] = np.maximum(direct, mirror)
+            flip[s] = mirror > direct + TOLERANCE
+        return np.clip(sim, -1.0, 1.0), flip
 
 
 def convert(value: float | np.ndarray, source: Unit, target: Unit) -> float | np.ndarray:
@@ -80,7 +129,7 @@ def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -
 
 
 def neighbour_graph(
-    vectors: np.ndarray,
+    embeddings: Embeddings,
     *,
     eps: float,
     k: int,
@@ -91,13 +140,15 @@ def neighbour_graph(
 ) -> sp.csr_matrix:
     """Sparse graph of cosine distances from each image to its ``k`` nearest neighbours within ``eps``.
 
-    Neighbours come from an Annoy forest; each candidate's distance is then recomputed exactly from the
-    vectors. Edges are made symmetric (``i~j`` when either finds the other). Distance 0 (identical images) is
-    stored as an explicit entry, so it survives sparse storage; absent entries mean "not a neighbour".
+    Neighbours come from an Annoy forest over ``embeddings.vectors``, queried with each image's vector and,
+    when present, its mirror image's vector; each candidate's distance is then recomputed exactly with
+    :meth:`Embeddings.similarity`. Edges are made symmetric (``i~j`` when either finds the other).
+    Distance 0 (identical images) is stored as an explicit entry, so it survives sparse storage; absent
+    entries mean "not a neighbour".
 
     Args:
-        vectors: float array of shape (n_images, dim), L2-normalised rows.
-        eps: cosine-distance radius, ``1 - threshold_similarity``.
+        embeddings: the images' vectors (and mirrored vectors).
+        eps: cosine-distance radius, ``1 - threshold_similarity`` (compared with :data:`TOLERANCE` slack).
         k: neighbours looked up per image (excluding itself).
         n_trees: Annoy trees.
         search_k: Annoy nodes inspected per query; -1 = Annoy's default.
@@ -107,38 +158,41 @@ def neighbour_graph(
     Returns:
         ``scipy.sparse.csr_matrix`` of shape (n_images, n_images), float64 cosine distances, no diagonal.
     """
-    n = len(vectors)
+    n = len(embeddings)
     if n < 2:
         return sp.csr_matrix((n, n), dtype=np.float64)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = build_index(vectors, n_trees=n_trees, seed=seed)
+    index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed)
+    mirrored = embeddings.mirrored
     kk = min(k + 1, n)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     for start in range(0, n, _QUERY_CHUNK):
         stop = min(start + _QUERY_CHUNK, n)
         for i in range(start, stop):
-            nns = np.fromiter(index.get_nns_by_item(i, kk, search_k), dtype=np.int64)
+            found = index.get_nns_by_item(i, kk, search_k)
+            if mirrored is not None:
+                found += index.get_nns_by_vector(mirrored[i], kk, search_k)
+            nns = np.fromiter(found, dtype=np.int64)
             nns = nns[nns != i]
             rows.append(np.full(len(nns), i, dtype=np.int64))
             cols.append(nns)
         if progress:
             progress("index", stop, n)
-    return _graph_from_candidates(vectors, np.concatenate(rows), np.concatenate(cols), eps)
+    return _graph_from_candidates(embeddings, np.concatenate(rows), np.concatenate(cols), eps)
 
 
-def _graph_from_candidates(vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray, eps: float) -> sp.csr_matrix:
+def _graph_from_candidates(
+    embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, eps: float
+) -> sp.csr_matrix:
     """Symmetric sparse cosine-distance graph of the candidate pairs ``(rows[i], cols[i])`` within ``eps``."""
-    n = len(vectors)
+    n = len(embeddings)
     lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
     keys = np.unique(lo * n + hi)
     lo, hi = keys // n, keys % n
-    dist = np.empty(len(keys), dtype=np.float64)
-    for start in range(0, len(keys), 1 << 16):
-        s = slice(start, start + (1 << 16))
-        dot = np.einsum("ij,ij->i", vectors[lo[s]], vectors[hi[s]], dtype=np.float64)
-        dist[s] = np.clip(1.0 - dot, 0.0, 2.0)
-    keep = dist <= eps
+    sim, _ = embeddings.similarity(lo, hi)
+    dist = 1.0 - sim
+    dist[dist < TOLERANCE] = 0.0
+    keep = dist <= eps + TOLERANCE
     lo, hi, dist = lo[keep], hi[keep], dist[keep]
     graph = sp.coo_matrix(
         (np.concatenate([dist, dist]), (np.concatenate([lo, hi]), np.concatenate([hi, lo]))), shape=(n, n)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dedup.cluster import choose_keep, dbscan_labels, form_groups
-from dedup.index import neighbour_graph
+from dedup.index import Embeddings, neighbour_graph
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ def test_chaining_guard_splits_members_unlike_the_kept_image():
     v = chain(6, 10.0)
     threshold = 0.98
     eps = 1 - threshold
-    graph = neighbour_graph(v, eps=eps, k=5, n_trees=5)
+    graph = neighbour_graph(Embeddings(v), eps=eps, k=5, n_trees=5)
     labels = dbscan_labels(graph, eps=eps, min_samples=2)
     assert len(set(labels.tolist())) == 1 and labels[0] != -1  # the chain really is one DBSCAN cluster
     imgs = [Img(f"/{i}.jpg") for i in range(6)]  # all ties: keep = first path = image 0
-    groups, splits = form_groups(labels, v, graph, imgs, threshold=threshold, policy="path")
+    groups, splits = form_groups(labels, Embeddings(v), graph, imgs, threshold=threshold, policy="path")
     assert splits > 0
     for g in groups:
         for m, s in zip(g.members, g.similarities, strict=True):
@@ -68,9 +68,9 @@ def test_groups_sorted_by_size_and_members_by_similarity():
     v = np.asarray(rows, dtype=np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     imgs = [Img(f"/{i}.jpg", width=10 + i) for i in range(6)]
-    graph = neighbour_graph(v, eps=0.01, k=5, n_trees=5)
+    graph = neighbour_graph(Embeddings(v), eps=0.01, k=5, n_trees=5)
     labels = dbscan_labels(graph, eps=0.01, min_samples=2)
-    groups, splits = form_groups(labels, v, graph, imgs, threshold=0.99, policy="resolution")
+    groups, splits = form_groups(labels, Embeddings(v), graph, imgs, threshold=0.99, policy="resolution")
     assert splits == 0
     assert [len(g.members) for g in groups] == [3, 2]
     assert groups[0].keep == 2 and groups[1].keep == 4  # largest resolution

@@ -39,8 +39,14 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"features.extractor": "resnet9"}, "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, phash"),
-        ({"cluster.threshold": 1.5}, "cluster.threshold: 1.5 is out of range; allowed values: -1.0 to 1.0 or 'auto'"),
+        (
+            {"features.extractor": "resnet9"},
+            "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, phash",
+        ),
+        (
+            {"cluster.threshold": 1.5},
+            "cluster.threshold: 1.5 is out of range; allowed values: -1.0 to 1.0 or 'auto'",
+        ),
         ({"cluster.threshold": "high"}, "cluster.threshold: expected a number or 'auto'"),
         ({"index.n_trees": 0}, "index.n_trees: 0 is out of range"),
         ({"index.n_tree": 3}, "unknown config key index.n_tree"),
@@ -58,7 +64,9 @@ def test_bad_values_name_the_key_and_allowed_values(overrides, needle):
 def test_unknown_key_in_file_names_file_and_allowed_keys(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("index:\n  trees: 5\n")
-    with pytest.raises(ConfigError, match=r"unknown config key index.trees in .*c.yaml; allowed keys in index: n_trees"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key index.trees in .*c.yaml; allowed keys in index: n_trees"
+    ):
         load_config(cfg_file)
 
 

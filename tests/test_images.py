@@ -74,10 +74,12 @@ def test_content_sniffing(tmp_path: Path) -> None:
     (tmp_path / "table.csv").write_text("a,b\n1,2\n")
     (tmp_path / "garbage.png").write_bytes(os.urandom(2000))
     images, skipped = discover([tmp_path], DiscoverConfig())
-    assert paths(images) == [str(tmp_path / n) for n in
-                             ("jpeg_named.bmp", "jpeg_named.svg", "no_extension", "png_named.jpg")]
-    assert skipped == [Skipped(str(tmp_path / n), "not an image (unrecognised content)")
-                       for n in ("garbage.png", "text.jpg")]
+    assert paths(images) == [
+        str(tmp_path / n) for n in ("jpeg_named.bmp", "jpeg_named.svg", "no_extension", "png_named.jpg")
+    ]
+    assert skipped == [
+        Skipped(str(tmp_path / n), "not an image (unrecognised content)") for n in ("garbage.png", "text.jpg")
+    ]
 
 
 def test_explicit_file_paths(tmp_path: Path) -> None:
@@ -187,16 +189,19 @@ def test_exclude_folder_compared_resolved(dataset: dict[str, Any]) -> None:
 def test_fifo_is_never_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.jpg")
     result: list[Any] = []
-    worker = threading.Thread(target=lambda: result.append(discover([tmp_path], DiscoverConfig())),
-                              daemon=True)
+    worker = threading.Thread(
+        target=lambda: result.append(discover([tmp_path], DiscoverConfig())), daemon=True
+    )
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "discover blocked opening a FIFO"
     assert result == [([], [])]
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="running as root: chmod 000 does not stop root from reading files")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root: chmod 000 does not stop root from reading files",
+)
 def test_permission_denied_file_and_folder(tmp_path: Path) -> None:
     make_photo(5, (40, 30)).save(tmp_path / "locked.jpg")
     (tmp_path / "locked_dir").mkdir()
@@ -209,8 +214,10 @@ def test_permission_denied_file_and_folder(tmp_path: Path) -> None:
         os.chmod(tmp_path / "locked.jpg", 0o644)
         os.chmod(tmp_path / "locked_dir", 0o755)
     assert images == []
-    assert skipped == [Skipped(str(tmp_path / "locked.jpg"), "permission denied"),
-                       Skipped(str(tmp_path / "locked_dir"), "permission denied")]
+    assert skipped == [
+        Skipped(str(tmp_path / "locked.jpg"), "permission denied"),
+        Skipped(str(tmp_path / "locked_dir"), "permission denied"),
+    ]
 
 
 def test_permission_denied_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,8 +231,10 @@ def test_permission_denied_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyP
         return real_open(fp, *args, **kwargs)
 
     monkeypatch.setattr(Image, "open", deny)
-    assert discover([tmp_path], DiscoverConfig()) == ([], [Skipped(str(tmp_path / "locked.jpg"),
-                                                                   "permission denied")])
+    assert discover([tmp_path], DiscoverConfig()) == (
+        [],
+        [Skipped(str(tmp_path / "locked.jpg"), "permission denied")],
+    )
     with pytest.raises(ImageError, match="^permission denied$"):
         decode(tmp_path / "locked.jpg")
 
@@ -266,8 +275,9 @@ def test_exif_orientation_applied(tmp_path: Path, orientation: int) -> None:
 
 def test_dataset_exif_rotated_matches_original(dataset: dict[str, Any]) -> None:
     rotated, width, height = decode(dataset["special"]["exif_rotated"])
-    original, *_ = decode(next(p for p, t in dataset["transforms"].items()
-                               if t == "original" and p.endswith("/b.jpg")))
+    original, *_ = decode(
+        next(p for p, t in dataset["transforms"].items() if t == "original" and p.endswith("/b.jpg"))
+    )
     assert (width, height) == rotated.size == original.size == (320, 240)
     diff = np.abs(np.asarray(rotated, dtype=np.int16) - np.asarray(original, dtype=np.int16)).mean()
     assert diff < 6
@@ -341,8 +351,9 @@ def test_animated_first_frame(tmp_path: Path, fmt: str) -> None:
 
 def test_dataset_animated_gif_first_frame(dataset: dict[str, Any]) -> None:
     image = np.asarray(decode(dataset["special"]["animated_gif"])[0], dtype=np.int16)
-    errors = [np.abs(image - np.asarray(make_photo(s, (160, 120)), dtype=np.int16)).mean()
-              for s in (606, 707, 808)]
+    errors = [
+        np.abs(image - np.asarray(make_photo(s, (160, 120)), dtype=np.int16)).mean() for s in (606, 707, 808)
+    ]
     assert errors[0] < min(errors[1:]) / 2
 
 

@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 
 from dedup.cluster import dbscan_labels
-from dedup.index import build_index, convert, neighbour_graph
+from dedup.index import Embeddings, build_index, convert, neighbour_graph
 
 
 def unit(rows):
@@ -46,7 +46,7 @@ def test_zero_distance_survives_sparse_storage_and_groups_identical_images():
     v = np.zeros((5, 4), dtype=np.float32)
     v[0, 0] = v[1, 0] = 1.0
     v[2, 1] = v[3, 2] = v[4, 3] = 1.0
-    graph = neighbour_graph(v, eps=0.05, k=3, n_trees=4, seed=0)
+    graph = neighbour_graph(Embeddings(v), eps=0.05, k=3, n_trees=4, seed=0)
     assert sp.issparse(graph)
     assert graph.nnz == 2  # the pair, stored both ways
     assert graph[0, 1] == 0.0 and graph[1, 0] == 0.0
@@ -65,7 +65,7 @@ def test_graph_keeps_only_pairs_within_eps_and_is_symmetric():
     near = unit(base + 0.05 * rng.normal(size=base.shape))
     v = np.vstack([base, near]).astype(np.float32)
     eps = 0.05
-    graph = neighbour_graph(v, eps=eps, k=5, n_trees=10, seed=3)
+    graph = neighbour_graph(Embeddings(v), eps=eps, k=5, n_trees=10, seed=3)
     assert (graph != graph.T).nnz == 0
     assert graph.data.max() <= eps
     dense = 1.0 - v.astype(np.float64) @ v.T.astype(np.float64)
@@ -78,13 +78,30 @@ def test_graph_keeps_only_pairs_within_eps_and_is_symmetric():
 
 
 def test_graph_of_tiny_inputs():
-    assert neighbour_graph(np.empty((0, 8), np.float32), eps=0.1, k=3, n_trees=2).shape == (0, 0)
-    assert neighbour_graph(unit([[1.0, 0.0]]), eps=0.1, k=3, n_trees=2).shape == (1, 1)
+    assert neighbour_graph(Embeddings(np.empty((0, 8), np.float32)), eps=0.1, k=3, n_trees=2).shape == (0, 0)
+    assert neighbour_graph(Embeddings(unit([[1.0, 0.0]])), eps=0.1, k=3, n_trees=2).shape == (1, 1)
 
 
 def test_same_seed_same_graph():
     rng = np.random.default_rng(5)
     v = unit(rng.normal(size=(200, 16)))
-    a = neighbour_graph(v, eps=0.5, k=5, n_trees=3, seed=7)
-    b = neighbour_graph(v, eps=0.5, k=5, n_trees=3, seed=7)
+    a = neighbour_graph(Embeddings(v), eps=0.5, k=5, n_trees=3, seed=7)
+    b = neighbour_graph(Embeddings(v), eps=0.5, k=5, n_trees=3, seed=7)
     assert (a != b).nnz == 0
+
+
+def test_mirrored_vectors_make_flipped_copies_neighbours():
+    # image 1 is the mirror image of image 0: its vector equals image 0's mirrored vector
+    v = np.zeros((3, 4), dtype=np.float32)
+    m = np.zeros((3, 4), dtype=np.float32)
+    v[0, 0] = m[1, 0] = 1.0
+    v[1, 1] = m[0, 1] = 1.0
+    v[2, 2] = m[2, 3] = 1.0
+    plain = neighbour_graph(Embeddings(v), eps=0.05, k=2, n_trees=3)
+    assert plain.nnz == 0
+    emb = Embeddings(v, m)
+    graph = neighbour_graph(emb, eps=0.05, k=2, n_trees=3)
+    assert graph.nnz == 2 and graph[0, 1] == 0.0
+    sim, flipped = emb.similarity(np.array([0, 0]), np.array([1, 2]))
+    np.testing.assert_allclose(sim, [1.0, 0.0])
+    assert flipped.tolist() == [True, False]
