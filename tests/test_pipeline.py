@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+from helpers import tree_state
+
+from dedup import find_duplicates, load_config
+from dedup.errors import InputError
+from dedup.report import to_dict
+
+PHASH = {"features.extractor": "phash"}
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory):
+    from imagegen import write_dataset
+
+    root = tmp_path_factory.mktemp("scan") / "data"
+    truth = write_dataset(root)
+    before = tree_state(root)
+    result = find_duplicates([root], load_config(overrides=PHASH))
+    return truth, result, before
+
+
+def test_phash_finds_the_expected_groups(scanned):
+    truth, result, _ = scanned
+    found = {frozenset(result.images[m].path for m in g.members) for g in result.groups}
+    expected = {frozenset(paths) for paths in truth["phash_groups"].values()}
+    assert found == expected
+
+
+def test_skipped_files_have_reasons_and_nothing_crashes(scanned):
+    truth, result, _ = scanned
+    assert {s.path: s.reason for s in result.skipped} == truth["skipped"]
+    assert sorted(r.path for r in result.images) == sorted(truth["decodable"])
+
+
+def test_scan_leaves_the_tree_byte_for_byte_unchanged(scanned):
+    truth, result, before = scanned
+    from pathlib import Path
+
+    assert tree_state(Path(truth["root"])) == before
+
+
+def test_every_member_is_within_threshold_of_its_kept_image(scanned):
+    truth, result, _ = scanned
+    v, mirrored = result.embeddings.vectors, result.embeddings.mirrored
+    assert v.shape == mirrored.shape == (len(result.images), 256)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    flips = 0
+    for g in result.groups:
+        assert g.members[0] == g.keep
+        for m, s, flipped in zip(g.members, g.similarities, g.mirrored, strict=True):
+            assert s >= result.threshold - 1e-6
+            direct = float(v[m] @ v[g.keep])
+            via_mirror = max(float(mirrored[m] @ v[g.keep]), float(v[m] @ mirrored[g.keep]))
+            assert s == pytest.approx(max(direct, via_mirror), abs=1e-5)
+            assert flipped == (via_mirror > direct + 1e-6)
+            if truth["transforms"][result.images[m].path] == "hflip":
+                assert flipped
+                flips += 1
+    assert flips == len(truth["groups"])  # every flipped copy found, as a mirror image
+
+
+def test_kept_image_follows_the_policy(scanned):
+    _, result, _ = scanned
+    for g in result.groups:
+        areas = [result.images[m].width * result.images[m].height for m in g.members]
+        assert areas[0] == max(areas)
+
+
+def test_report_dict_matches_schema(scanned):
+    _, result, _ = scanned
+    report = to_dict(result)
+    assert report["version"] == 1 and report["tool"].startswith("dedup ")
+    assert set(report) >= {"created", "paths", "extractor", "params", "stats", "groups", "skipped"}
+    assert set(report["extractor"]) >= {"name", "weights", "pooling", "input_size", "fallback_used"}
+    stats = report["stats"]
+    assert set(stats["seconds"]) == {"decode_extract", "index", "cluster"}
+    assert stats["groups"] == len(report["groups"]) == len(result.groups)
+    assert stats["duplicates"] == sum(len(g["members"]) - 1 for g in report["groups"])
+    assert stats["reclaimable_bytes"] == sum(
+        m["bytes"] for g in report["groups"] for m in g["members"] if m["path"] != g["keep"]
+    )
+    assert stats["skipped"] == len(report["skipped"])
+    for g in report["groups"]:
+        assert g["keep"] in [m["path"] for m in g["members"]]
+        for m in g["members"]:
+            assert set(m) >= {"path", "similarity_to_keep", "bytes", "width", "height"}
+            assert m["path"].startswith("/")
+    assert [g["id"] for g in report["groups"]] == list(range(1, len(report["groups"]) + 1))
+    sizes = [len(g["members"]) for g in report["groups"]]
+    assert sizes == sorted(sizes, reverse=True)
+    assert report["params"]["threshold"] == result.threshold
+
+
+def test_without_mirror_flipped_copies_are_not_grouped(scanned):
+    truth, _, _ = scanned
+    result = find_duplicates([truth["root"]], load_config(overrides={**PHASH, "features.mirror": False}))
+    assert result.embeddings.mirrored is None
+    grouped = {result.images[m].path for g in result.groups for m in g.members}
+    flipped = {p for p, t in truth["transforms"].items() if t == "hflip"}
+    assert grouped and not grouped & flipped
+
+
+def test_threshold_one_groups_only_identical_hashes(scanned, tmp_path):
+    truth, _, _ = scanned
+    result = find_duplicates([truth["root"]], load_config(overrides={**PHASH, "cluster.threshold": 1.0}))
+    for g in result.groups:
+        assert all(s == pytest.approx(1.0) for s in g.similarities)
+
+
+def test_missing_path_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        find_duplicates([tmp_path / "nope"], load_config(overrides=PHASH))
+
+
+def test_empty_folder_gives_empty_result(tmp_path):
+    result = find_duplicates([tmp_path], load_config(overrides=PHASH))
+    assert result.images == [] and result.groups == [] and result.duplicates == 0
+    assert to_dict(result)["stats"]["images"] == 0
+
+
+def test_identical_files_group_with_similarity_one(tmp_path):
+    from imagegen import make_photo
+
+    make_photo(1).save(tmp_path / "a.jpg", quality=90)
+    (tmp_path / "b.jpg").write_bytes((tmp_path / "a.jpg").read_bytes())
+    make_photo(2).save(tmp_path / "c.png")
+    result = find_duplicates([tmp_path], load_config(overrides=PHASH))
+    assert len(result.groups) == 1
+    assert result.groups[0].similarities == (1.0, 1.0)
+    assert result.reclaimable_bytes == (tmp_path / "a.jpg").stat().st_size
+
+
+def test_progress_reports_every_phase(tmp_path):
+    from imagegen import make_photo
+
+    for i in range(3):
+        make_photo(i).save(tmp_path / f"{i}.jpg")
+    seen: list[tuple[str, int, int | None]] = []
+    find_duplicates([tmp_path], load_config(overrides=PHASH), progress=lambda *a: seen.append(a))
+    phases = [p for p, _, _ in seen]
+    for phase in ("discover", "extract", "index", "cluster"):
+        assert phase in phases
+    assert ("extract", 3, 3) in seen
