@@ -206,7 +206,7 @@ ThresholdOpt = Annotated[
     typer.Option(
         "--threshold",
         "-t",
-        help="Cosine similarity (-1..1) at or above which images are duplicates [default: the extractor's].",
+        help="Cosine similarity (-1..1) at or above which images are duplicates (default: the extractor's).",
         show_default=False,
     ),
 ]
@@ -233,7 +233,7 @@ RecursiveOpt = Annotated[
     bool | None,
     typer.Option(
         "--recursive/--no-recursive",
-        help="Descend into sub-folders [default: recursive].",
+        help="Descend into sub-folders (default: yes).",
         show_default=False,
     ),
 ]

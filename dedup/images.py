@@ -301,7 +301,7 @@ def _os_reason(e: OSError, what: str) -> str:
     return f"{what}: {(e.strerror or str(e)).lower()}"
 
 
-def _stat_root(path: str | Path) -> tuple[str, os.stat_result]:
+def stat_root(path: str | Path) -> tuple[str, os.stat_result]:
     """Absolute path and (followed) stat of a path given by the user.
 
     Raises:
@@ -361,7 +361,7 @@ def discover(
         InputError: one of ``paths`` does not exist or cannot be accessed (checked before any scanning).
     """
     unique = {os.path.abspath(p): p for p in paths}
-    roots = [_stat_root(unique[absolute]) for absolute in sorted(unique)]
+    roots = [stat_root(unique[absolute]) for absolute in sorted(unique)]
     walk = _Walk(cfg, _identities(exclude), progress)
     for path, st in roots:
         walk.root(path, st)

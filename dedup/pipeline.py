@@ -19,7 +19,7 @@ from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
 from dedup.errors import ImageError
 from dedup.features import Extractor, make_extractor
-from dedup.images import ImageFile, ImageRecord, Skipped, discover, open_image
+from dedup.images import ImageFile, ImageRecord, Skipped, discover, open_image, stat_root
 from dedup.index import Embeddings, convert, neighbour_graph
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -98,6 +98,13 @@ def find_duplicates(
     """
     config = config or Config()
     seconds: dict[str, float] = {}
+    for path in paths:  # cheap checks first: a typo in a path must not wait for TensorFlow
+        stat_root(path)
+    # Weights before the walk: a missing weights file should fail before a long walk over the folders.
+    extractor = make_extractor(config.features, warn=warn)
+    threshold = effective_threshold(config, extractor)
+    eps = float(convert(threshold, "similarity", "cosine"))
+
     t0 = time.perf_counter()
     if progress:
         progress("discover", 0, None)
@@ -105,10 +112,6 @@ def find_duplicates(
     seconds["discover"] = time.perf_counter() - t0
     if progress:
         progress("discover", len(files), len(files))
-
-    extractor = make_extractor(config.features, warn=warn)
-    threshold = effective_threshold(config, extractor)
-    eps = float(convert(threshold, "similarity", "cosine"))
 
     t0 = time.perf_counter()
     images, embeddings, failed = extract_features(files, extractor, config, progress=progress)

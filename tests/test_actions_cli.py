@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from imagegen import make_photo
 from test_actions import make_dataset, member, non_kept, records, snapshot
 from typer.testing import CliRunner
 
 from dedup import actions
 from dedup.cli import app
+
+from imagegen import make_photo
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from imagegen import crop_fraction, jpeg_bytes, make_photo
 from PIL import Image
 
 from dedup import features
@@ -39,6 +38,8 @@ from dedup.features import (
     keras_cache_dir,
     make_extractor,
 )
+
+from imagegen import crop_fraction, jpeg_bytes, make_photo
 
 SIDE = 64  # VGG16 input side in the tf tests (small: 2 shared CPU cores)
 OFFLINE = "URL fetch failure on {}: None -- [Errno -2] Name or service not known"  # what keras raises

@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from imagegen import animated_gif, jpeg_bytes, make_photo, save_with_orientation
 from PIL import Image
 
 from dedup.config import DiscoverConfig
 from dedup.errors import ImageError, InputError
 from dedup.images import ImageFile, Skipped, discover, open_image
+
+from imagegen import animated_gif, jpeg_bytes, make_photo, save_with_orientation
 
 BIG = 10**9  # max_pixels that never triggers
 

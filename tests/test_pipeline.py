@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
-from helpers import tree_state
 
 from dedup import find_duplicates, load_config
 from dedup.errors import InputError
 from dedup.report import to_dict
+
+from helpers import tree_state
 
 PHASH = {"features.extractor": "phash"}
 
