@@ -21,3 +21,9 @@ def tree_state(root: Path) -> dict[str, tuple[str, str]]:
             else:
                 state[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
     return state
+
+
+def shared_data() -> Path:
+    """The project's shared real photos (``../shared/data``); ``DEDUP_SHARED_DATA`` overrides."""
+    override = os.environ.get("DEDUP_SHARED_DATA")
+    return Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -17,6 +17,7 @@ from dedup.config import DiscoverConfig
 from dedup.errors import ImageError, InputError
 from dedup.images import ImageFile, Skipped, discover, open_image
 
+from helpers import shared_data
 from imagegen import animated_gif, jpeg_bytes, make_photo, save_with_orientation
 
 BIG = 10**9  # max_pixels that never triggers
@@ -434,11 +435,6 @@ def test_open_image_is_thread_safe(dataset: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- real data
-
-
-def shared_data() -> Path:
-    override = os.environ.get("DEDUP_SHARED_DATA")
-    return Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.mark.realdata

@@ -1,3 +1,7 @@
+import csv
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -5,7 +9,7 @@ from dedup import find_duplicates, load_config
 from dedup.errors import InputError
 from dedup.report import to_dict
 
-from helpers import tree_state
+from helpers import shared_data, tree_state
 
 PHASH = {"features.extractor": "phash"}
 
@@ -36,8 +40,6 @@ def test_skipped_files_have_reasons_and_nothing_crashes(scanned):
 
 def test_scan_leaves_the_tree_byte_for_byte_unchanged(scanned):
     truth, result, before = scanned
-    from pathlib import Path
-
     assert tree_state(Path(truth["root"])) == before
 
 
@@ -143,3 +145,44 @@ def test_progress_reports_every_phase(tmp_path):
     for phase in ("discover", "extract", "index", "cluster"):
         assert phase in phases
     assert ("extract", 3, 3) in seen
+
+
+@pytest.mark.tf
+def test_vgg16_runs_through_the_whole_pipeline(tmp_path):
+    """The real Keras VGG16 (random weights: no ImageNet offline) end to end; identical files must group."""
+    from imagegen import make_photo
+
+    make_photo(1).save(tmp_path / "a.jpg", quality=90)
+    (tmp_path / "copy.jpg").write_bytes((tmp_path / "a.jpg").read_bytes())
+    make_photo(2).save(tmp_path / "b.png")
+    warnings: list[str] = []
+    cfg = load_config(
+        overrides={"features.weights": "none", "features.input_size": 32, "features.mirror": False}
+    )
+    result = find_duplicates([tmp_path], cfg, warn=warnings.append)
+    assert result.extractor["name"] == "vgg16" and result.extractor["fallback_used"] is False
+    assert result.embeddings.vectors.shape == (3, 512)
+    assert any("untrained" in w or "random" in w for w in warnings)
+    groups = [{Path(result.images[m].path).name for m in g.members} for g in result.groups]
+    assert any({"a.jpg", "copy.jpg"} <= g for g in groups)
+
+
+@pytest.mark.realdata
+def test_real_photos_byte_identical_copies_group_and_corrupt_files_skip():
+    base = shared_data() / "imagededup-testdata"
+    if not base.is_dir():
+        pytest.skip(f"shared test data not found under {base} (set DEDUP_SHARED_DATA)")
+    rows = list(csv.DictReader((base / "ground_truth.csv").open()))
+    result = find_duplicates([base], load_config(overrides=PHASH))
+    group_of = {result.images[m].path: i for i, g in enumerate(result.groups) for m in g.members}
+    by_hash: dict[str, list[str]] = {}
+    for row in rows:
+        path = str(base / row["path"])
+        if row["group_id"] != "CORRUPT":
+            by_hash.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), []).append(path)
+    identical = [paths for paths in by_hash.values() if len(paths) > 1]
+    assert identical
+    for paths in identical:
+        assert len({group_of.get(p) for p in paths}) == 1 and paths[0] in group_of
+    corrupt = {str(base / r["path"]) for r in rows if r["group_id"] == "CORRUPT"}
+    assert corrupt <= {s.path for s in result.skipped}
