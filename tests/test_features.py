@@ -6,6 +6,7 @@ TensorFlow tests are marked ``tf``; they share one session-scoped pair of random
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -167,8 +168,10 @@ def test_make_extractor_phash_info() -> None:
 
 
 def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
-    with pytest.raises(ConfigError, match="allowed values: phash, vgg16"):
-        make_extractor(FeaturesConfig(extractor="resnet50"))
+    with pytest.raises(ConfigError, match="allowed values: vgg16, resnet50, keras-model:PATH, phash"):
+        make_extractor(FeaturesConfig(extractor="resnet9"))
+    with pytest.raises(ConfigError, match="keras-model needs a PATH"):
+        make_extractor(FeaturesConfig(extractor="keras-model:"))
 
 
 def test_registry_accepts_new_extractors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -519,7 +522,11 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     (home / "models").mkdir(parents=True)
     (home / "models" / VGG16_NOTOP_FILENAME).write_bytes(random_vgg.legacy_file.read_bytes())
     monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.setattr(features, "VGG16_NOTOP_URL", f"{http_404}/{VGG16_NOTOP_FILENAME}")
+    monkeypatch.setattr(
+        features.VGG16Extractor,
+        "app",
+        dataclasses.replace(features.VGG16_APP, notop_url=f"{http_404}/{VGG16_NOTOP_FILENAME}"),
+    )
     warned = _Warnings()
     ext = make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE), warn=warned)
     assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
