@@ -599,7 +599,9 @@ def group(
     paths: ActionPathsArg = None,
     to: Annotated[
         Path | None,
-        typer.Option("--to", help="Output folder for group-NNNN/ and unique/.", show_default=False),
+        typer.Option(
+            "--to", help="Output folder for group-NNNN/ and unique/ (or cluster-NNNN/).", show_default=False
+        ),
     ] = None,
     move: Annotated[bool, typer.Option("--move", help="Move the images into the folders.")] = False,
     copy: Annotated[bool, typer.Option("--copy", help="Copy the images (the default).")] = False,
