@@ -6,6 +6,7 @@ asserted by the test suite (these machines are shared and noisy).
 Usage:
     python bench/run_bench.py                 # every benchmark
     python bench/run_bench.py quality         # only the named ones
+    DEDUP_BENCH_GROUPING_N=0 python bench/run_bench.py grouping   # grouping on every labelled image
 """
 
 from __future__ import annotations
@@ -114,8 +115,159 @@ def quality_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------- grouping
+
+# name -> folder under DATA with a labels.csv (path,label,...) of 10 classes
+GROUPING_SETS = {
+    "clothing-dataset-small": "clothing-dataset-small",
+    "sign-language-digits": "sign-language-digits",
+}
+# Images per set (a random subsample, seed 0, the same every run); 0 = every labelled image (slow on 2 cores:
+# decoding 3,781 + 2,062 photos plus agglomerative on all of them takes several minutes).
+GROUPING_N = int(os.environ.get("DEDUP_BENCH_GROUPING_N", "1000"))
+GROUPING_METHODS: dict[str, dict[str, Any]] = {
+    "dbscan (default threshold)": {"method": "dbscan"},
+    "agglomerative average, 10 clusters": {"method": "agglomerative", "clusters": 10, "linkage": "average"},
+    "agglomerative complete, 10 clusters": {"method": "agglomerative", "clusters": 10, "linkage": "complete"},
+    "kmeans, 10 clusters": {"method": "kmeans", "clusters": 10},
+    "kmeans, clusters auto (2-20)": {"method": "kmeans", "clusters": "auto"},
+    "agglomerative average, clusters auto (2-20)": {"method": "agglomerative", "clusters": "auto"},
+}
+
+
+def _thumbnails(paths: list[str], side: int = 16) -> Any:
+    """The 16x16-pixel baseline: raw RGB thumbnails (BILINEAR), flattened, L2-normalised."""
+    import numpy as np
+    from PIL import Image
+
+    from dedup.features import l2_normalize
+    from dedup.images import open_image
+
+    rows = []
+    for path in paths:
+        image, _, _ = open_image(path, max_pixels=178_956_970, draft_size=2 * side)
+        small = image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+        rows.append(np.asarray(small, dtype=np.float32).reshape(-1))
+    return l2_normalize(np.stack(rows))
+
+
+def bench_grouping() -> dict[str, Any]:
+    """ARI / NMI / V-measure of every grouping method on the labelled sets, for the backbone that ran (the
+    default extractor; offline that is the phash fallback) and for the 16x16-pixel thumbnail baseline."""
+    import csv
+
+    import numpy as np
+
+    from dedup import load_config
+    from dedup.cluster import cluster_embeddings
+    from dedup.index import Embeddings
+    from dedup.metrics import clustering_scores
+    from dedup.pipeline import find_duplicates
+
+    rows = []
+    for name, folder in GROUPING_SETS.items():
+        root = DATA / folder
+        if not (root / "labels.csv").is_file():
+            print(f"grouping: {root}/labels.csv missing, skipped", file=sys.stderr)
+            continue
+        with (root / "labels.csv").open(newline="") as f:
+            labelled = [(str((root / r["path"]).resolve()), r["label"]) for r in csv.DictReader(f)]
+        labelled.sort()
+        if 0 < GROUPING_N < len(labelled):
+            pick = np.random.default_rng(0).choice(len(labelled), size=GROUPING_N, replace=False)
+            labelled = [labelled[i] for i in sorted(pick)]
+        truth_of = dict(labelled)
+        warnings: list[str] = []
+        t0 = time.perf_counter()
+        result = find_duplicates([p for p, _ in labelled], load_config(), warn=warnings.append)
+        extract_seconds = time.perf_counter() - t0
+        paths = [im.path for im in result.images]
+        truth = [truth_of[p] for p in paths]
+        t0 = time.perf_counter()
+        thumbs = _thumbnails(paths)
+        thumb_seconds = time.perf_counter() - t0
+        ex = result.extractor
+        backbone = ex["name"] + (" (offline fallback)" if ex.get("fallback_used") else "")
+        for features, embeddings in (
+            (backbone, result.embeddings),
+            ("16x16 RGB thumbnails (baseline)", Embeddings(thumbs)),
+        ):
+            for label, spec in GROUPING_METHODS.items():
+                t0 = time.perf_counter()
+                if spec["method"] == "dbscan":
+                    if embeddings is not result.embeddings:
+                        continue  # DBSCAN runs at the extractor's duplicate threshold; thumbnails have none
+                    pred = list(range(len(paths)))  # images in no group are singletons
+                    for gid, group in enumerate(result.groups):
+                        for m in group.members:
+                            pred[m] = len(paths) + gid
+                    chosen = len(result.groups)
+                else:
+                    c = cluster_embeddings(
+                        embeddings, **spec, auto_range=(2, 20), silhouette_sample=2000, seed=0
+                    )
+                    pred = c.labels.tolist()
+                    chosen = c.n_clusters
+                seconds = time.perf_counter() - t0
+                s = clustering_scores(truth, pred)
+                row = {
+                    "set": name,
+                    "images": len(paths),
+                    "features": features,
+                    "method": label,
+                    "clusters": chosen,
+                    "ari": round(s["adjusted_rand"], 4),
+                    "nmi": round(s["normalized_mutual_info"], 4),
+                    "v_measure": round(s["v_measure"], 4),
+                    "seconds": round(seconds, 2),
+                }
+                rows.append(row)
+                print(
+                    f"grouping: {name:22s} {features:32s} {label:44s} k={chosen:<4d} ARI={row['ari']:.3f} "
+                    f"NMI={row['nmi']:.3f} V={row['v_measure']:.3f} ({row['seconds']}s)",
+                    file=sys.stderr,
+                )
+        rows.append(
+            {
+                "set": name,
+                "images": len(paths),
+                "extractor": ex,
+                "extract_seconds": round(extract_seconds, 2),
+                "thumbnail_seconds": round(thumb_seconds, 2),
+                "warnings": warnings,
+            }
+        )
+    return {"rows": rows, "subsample": GROUPING_N, "load": _load()}
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def grouping_markdown(result: dict[str, Any]) -> str:
+    n = result["subsample"]
+    lines = [
+        f"Subsample: {n or 'all'} images per set (random, seed 0); load average: {result['load']}.",
+        "",
+        "| data set | images | features | method | clusters | ARI | NMI | V-measure | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        if "method" not in r:
+            continue
+        lines.append(
+            f"| {r['set']} | {r['images']} | {r['features']} | {r['method']} | {r['clusters']} | "
+            f"{r['ari']:.3f} | {r['nmi']:.3f} | {r['v_measure']:.3f} | {r['seconds']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
     "quality": (bench_quality, quality_markdown),
+    "grouping": (bench_grouping, grouping_markdown),
 }
 
 

@@ -649,6 +649,10 @@ def plan_group(
 ) -> Plan:
     """Plan sorting images into one folder per group, plus ``unique/`` for images in no group.
 
+    A report with a ``clusters`` list (``dedup group --method agglomerative|kmeans``) is planned by cluster
+    instead: every image goes into its cluster's folder (``cluster-0001/``... or the names of
+    ``names.yaml``, see :func:`cluster_folders`), files by path; there is no ``unique/``.
+
     Group folders are ``group-0001/``, ``group-0002/``... numbered by group size, largest first (ties by
     report id); inside, files keep their base name (kept image first, then by path; clashes get
     ``" (1)"``...). ``unique/`` mirrors each image's path relative to its scanned root. Images in no group
@@ -691,6 +695,27 @@ def plan_group(
         placed[path] = gid if gid is not None else 0
         plan.operations.append(disk.operation(mode, path, dst, gid, None))
 
+    clusters = report.get("clusters")
+    if isinstance(clusters, list):  # a whole-collection clustering: every image in a cluster folder
+        facts = {}
+        for im in report.get("images") or []:
+            if isinstance(im, Mapping) and isinstance(im.get("path"), str):
+                facts[_abs(im["path"])] = im
+        folders, notes = cluster_folders(clusters)
+        plan.notes.extend(notes)
+        if only_duplicates:
+            plan.notes.append("--only-duplicates has no effect on clusters: every image is in one")
+        for cluster, folder in zip(clusters, folders, strict=True):
+            try:
+                cid, members = int(cluster["id"]), cluster["members"]
+                paths = sorted({_abs(_text(m["path"])) for m in members})
+            except (KeyError, TypeError, ValueError) as e:
+                raise ActionError(f"malformed cluster in the report: {e}") from e
+            for p in paths:
+                member = {**facts.get(p, {}), "path": p}
+                add(member, os.path.join(dest, folder, os.path.basename(p)), cid)
+        return plan
+
     width = max(4, len(str(len(groups))))
     for number, (gid, keep, members) in enumerate(groups, start=1):
         folder = os.path.join(dest, f"group-{number:0{width}d}")
@@ -722,6 +747,206 @@ def plan_group(
                     continue
                 add(im, os.path.join(dest, "unique", os.path.relpath(p, root)), None)
     return plan
+
+
+# ------------------------------------------------------------------------------------ cluster names
+
+NAMES_FILE = "names.yaml"
+_MAX_NAME = 100
+
+
+def sanitize_folder_name(name: object) -> str | None:
+    """A cluster name made safe as one folder name, or None when nothing usable is left.
+
+    Path separators, control characters and characters Windows forbids become ``_``; whitespace is
+    collapsed; a leading ``.`` becomes ``_`` (no hidden folders, no ``..``); at most 100 characters.
+    """
+    if name is None or isinstance(name, (bool, dict, list)):
+        return None
+    text = " ".join(str(name).split())
+    text = "".join("_" if (ch in '/\\:*?"<>|' or ord(ch) < 32 or ord(ch) == 127) else ch for ch in text)
+    text = text[:_MAX_NAME].strip()
+    if text.startswith("."):
+        text = "_" + text[1:]
+    return text or None
+
+
+def cluster_folders(clusters: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """The folder of each cluster of a report, and notes about names that had to change.
+
+    A cluster's folder is its sanitised ``name`` (see :func:`sanitize_folder_name`), or
+    ``cluster-0001``-style when it has none. Clusters the user gave the same name (``"named": true``,
+    compared case-insensitively) share one folder -- that is how clusters are merged by hand; a generated
+    name that clashes with an earlier folder gets `` (2)``, `` (3)``....
+
+    Returns:
+        ``(folders, notes)``: one folder name per cluster, in order.
+    """
+    width = max(4, len(str(len(clusters))))
+    folders: list[str] = []
+    notes: list[str] = []
+    owner: dict[str, tuple[str, bool, int]] = {}  # lower-case name -> (folder, named by user, first id)
+    for i, cluster in enumerate(clusters):
+        cid = cluster.get("id", i + 1)
+        default = f"cluster-{int(cid):0{width}d}"
+        raw = cluster.get("name")
+        named = bool(cluster.get("named"))
+        name = sanitize_folder_name(raw)
+        if name is None:
+            if raw not in (None, ""):
+                notes.append(f"cluster {cid}: name {raw!r} is not usable as a folder name; using {default}")
+            name, named = default, False
+        elif name != raw:
+            notes.append(f"cluster {cid}: name {raw!r} becomes the folder {name!r}")
+        key = name.lower()
+        if key in owner:
+            folder, owner_named, first = owner[key]
+            if named and owner_named:
+                notes.append(f"clusters {first} and {cid} are both named {folder!r}: they share that folder")
+                folders.append(folder)
+                continue
+            n = 2
+            while f"{name} ({n})".lower() in owner:
+                n += 1
+            new = f"{name} ({n})"
+            notes.append(f"cluster {cid}: folder {name!r} is taken by cluster {first}; using {new!r}")
+            name, key = new, new.lower()
+        owner[key] = (name, named, int(cid))
+        folders.append(name)
+    return folders, notes
+
+
+def load_names(path: str | os.PathLike[str]) -> dict[int, str]:
+    """Read a ``names.yaml`` (cluster id -> name) as written by :func:`write_names` and edited by a user.
+
+    Entries whose name is empty or null are left out (those clusters keep their numbered folder).
+
+    Raises:
+        InputError: missing or unreadable file, not YAML, not a mapping, or an id that is not a positive
+            integer.
+    """
+    import yaml
+
+    from dedup.errors import InputError
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise InputError(f"names file {p} does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read names file {p}: {e}") from e
+    except yaml.YAMLError as e:
+        raise InputError(f"names file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise InputError(f"names file {p} must map cluster ids to names (like '3: shirts'), got {data!r}")
+    names: dict[int, str] = {}
+    for key, value in data.items():
+        if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
+            raise InputError(f"names file {p}: {key!r} is not a cluster id (a positive integer)")
+        if int(key) < 1:
+            raise InputError(f"names file {p}: {key!r} is not a cluster id (a positive integer)")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if isinstance(value, (dict, list)):
+            raise InputError(f"names file {p}: the name of cluster {key} must be text, got {value!r}")
+        names[int(key)] = str(value)
+    return names
+
+
+def with_names(report: Mapping[str, Any], names: Mapping[int, str]) -> tuple[dict[str, Any], list[str]]:
+    """A copy of a clustering report whose clusters carry the user's ``names`` (``"named": true``).
+
+    Returns:
+        ``(report, notes)``: notes list names for ids the report does not have and clusters left unnamed.
+
+    Raises:
+        ActionError: the report has no clusters.
+    """
+    clusters = report.get("clusters")
+    if not isinstance(clusters, list):
+        raise ActionError("--names needs a clustering (--method agglomerative or kmeans)")
+    ids = {int(c["id"]) for c in clusters}
+    out = []
+    for c in clusters:
+        cid = int(c["id"])
+        out.append({**c, "name": names[cid], "named": True} if cid in names else dict(c))
+    notes = []
+    unknown = sorted(set(names) - ids)
+    if unknown:
+        notes.append(
+            f"names.yaml names clusters {', '.join(map(str, unknown))}, which this run does not have "
+            f"({len(ids)} clusters); ignored"
+        )
+    unnamed = sorted(ids - set(names))
+    if unnamed and names:
+        notes.append(
+            f"clusters {', '.join(map(str, unnamed))} have no name in names.yaml; they keep numbered folders"
+        )
+    return {**report, "clusters": out}, notes
+
+
+def names_yaml(report: Mapping[str, Any]) -> str:
+    """The text of ``names.yaml`` for a clustering report: ``id: "name"  # size, an example image``."""
+    lines = [
+        "# Cluster names for `dedup group ... --names names.yaml`: edit the names (not the ids), then re-run",
+        "# the same group command with --names (undo this run first, or choose a new --to folder).",
+        "# Clusters given the same name share a folder; a removed line keeps its numbered folder.",
+    ]
+    for c in report.get("clusters", []):
+        example = os.path.basename(c["members"][0]["path"]) if c.get("members") else ""
+        size = c.get("size", len(c.get("members", [])))
+        name = json.dumps(str(c["name"]), ensure_ascii=False)
+        example = " ".join(example.split())
+        lines.append(f"{int(c['id'])}: {name}  # {size} images, e.g. {example}")
+    return "\n".join(lines) + "\n"
+
+
+def write_names(report: Mapping[str, Any], folder: str | os.PathLike[str]) -> Path:
+    """Write :func:`names_yaml` into ``folder`` as ``names.yaml``, never overwriting a different file.
+
+    Returns:
+        the path written: ``names.yaml``, ``names (1).yaml``... (or the existing file when it already holds
+        exactly this text).
+    """
+    text = names_yaml(report)
+    target = os.path.join(os.fspath(folder), NAMES_FILE)
+    n = 0
+    candidate = target
+    while os.path.lexists(candidate):
+        try:
+            if Path(candidate).read_text(encoding="utf-8") == text:
+                return Path(candidate)
+        except (OSError, UnicodeDecodeError):
+            pass
+        n += 1
+        candidate = _suffixed(target, n)
+    try:
+        with open(candidate, "x", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise ActionError(f"cannot write {candidate}: {e.strerror or e}") from e
+    return Path(candidate)
+
+
+def write_cluster_files(report: Mapping[str, Any], dest: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``clusters.csv`` (replaced) and ``names.yaml`` (never overwritten, see :func:`write_names`) of a
+    clustering report into the output folder ``dest`` (created if needed).
+
+    Returns:
+        ``(clusters_csv_path, names_yaml_path)``.
+    """
+    from dedup.report import write_clusters_csv
+
+    folder = _abs(dest)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ActionError(f"cannot create {folder}: {e.strerror or e}") from e
+    csv_path = write_clusters_csv(dict(report), os.path.join(folder, "clusters.csv"))
+    return csv_path, write_names(report, folder)
 
 
 def _bytes_freed(command: str, ops: Iterable[Operation]) -> int:

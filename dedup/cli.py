@@ -211,13 +211,19 @@ ThresholdOpt = Annotated[
     ),
 ]
 FeaturesOpt = Annotated[
-    str | None, typer.Option("--features", "-f", help="Feature extractor: vgg16 | phash.", show_default=False)
+    str | None,
+    typer.Option(
+        "--features",
+        "-f",
+        help="Feature extractor: vgg16 | resnet50 | phash | keras-model:PATH (a saved .keras/.h5 model).",
+        show_default=False,
+    ),
 ]
 WeightsOpt = Annotated[
     str | None,
     typer.Option(
         "--weights",
-        help="VGG16 weights: imagenet | none | PATH to a .h5/.weights.h5 file.",
+        help="VGG16/ResNet50 weights: imagenet | none | PATH to a .h5/.weights.h5 file.",
         show_default=False,
     ),
 ]
@@ -366,7 +372,7 @@ def render_summary(data: dict[str, Any], console: Console, *, top: int) -> None:
 
 # ------------------------------------------------------------------------------ prune / group / undo
 
-PHASES.update({"apply": "Applying operations", "undo": "Undoing"})
+PHASES.update({"apply": "Applying operations", "undo": "Undoing", "grouping": "Clustering collection"})
 
 
 def _here(path: str) -> str:
@@ -593,7 +599,9 @@ def group(
     paths: ActionPathsArg = None,
     to: Annotated[
         Path | None,
-        typer.Option("--to", help="Output folder for group-NNNN/ and unique/.", show_default=False),
+        typer.Option(
+            "--to", help="Output folder for group-NNNN/ and unique/ (or cluster-NNNN/).", show_default=False
+        ),
     ] = None,
     move: Annotated[bool, typer.Option("--move", help="Move the images into the folders.")] = False,
     copy: Annotated[bool, typer.Option("--copy", help="Copy the images (the default).")] = False,
@@ -610,10 +618,57 @@ def group(
     keep: KeepOpt = None,
     recursive: RecursiveOpt = None,
     include_hidden: HiddenOpt = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            "-m",
+            help="dbscan: duplicate groups + unique/ (default) | agglomerative | kmeans: every image "
+            "into a cluster-NNNN/ folder.",
+            show_default=False,
+        ),
+    ] = None,
+    clusters: Annotated[
+        str | None,
+        typer.Option(
+            "--clusters",
+            "-k",
+            help="agglomerative/kmeans: number of clusters, or auto (best silhouette over "
+            "group.auto_min..auto_max; the curve is printed). Default: auto.",
+            show_default=False,
+        ),
+    ] = None,
+    distance_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--distance-threshold",
+            help="agglomerative: stop merging at this cosine distance (0..2), instead of --clusters.",
+            show_default=False,
+        ),
+    ] = None,
+    linkage: Annotated[
+        str | None,
+        typer.Option(
+            "--linkage", help="agglomerative linkage: average (default) | complete.", show_default=False
+        ),
+    ] = None,
+    names: Annotated[
+        Path | None,
+        typer.Option(
+            "--names",
+            help="names.yaml (cluster id -> name, as written by a previous run) whose names become the "
+            "folder names.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Sort images into one folder per duplicate group (group-0001/ is the largest), plus unique/.
+    """Sort images into one folder per duplicate group (group-0001/ is the largest), plus unique/ -- or,
+    with --method agglomerative|kmeans, every image into a cluster folder (cluster-0001/ is the largest),
+    with clusters.csv and an editable names.yaml in the output folder.
 
     Example: dedup group ~/photos --to ~/photos-by-group --link
+
+    Example: dedup group ~/photos --to ~/sorted --method kmeans --clusters auto
     """
     from dedup import actions
     from dedup.errors import InputError
@@ -624,12 +679,111 @@ def group(
         if move + copy + link > 1:
             raise InputError("give only one of --move, --copy, --link")
         mode = "move" if move else "link" if link else "copy"
-        cfg = build_config(
-            config, scan_overrides(threshold, features, weights, keep, recursive, include_hidden)
+        overrides = scan_overrides(threshold, features, weights, keep, recursive, include_hidden)
+        overrides.update(
+            {
+                "group.method": method,
+                "group.clusters": clusters,
+                "group.distance_threshold": distance_threshold,
+                "group.linkage": linkage,
+            }
         )
-        data = _action_report(paths, from_report, cfg, to)
+        cfg = build_config(config, overrides)
+        if cfg.group.method == "dbscan":
+            if names is not None:
+                raise InputError("--names names the folders of --method agglomerative or kmeans")
+            data = _action_report(paths, from_report, cfg, to)
+            plan = actions.plan_group(data, to=to, mode=mode, only_duplicates=only_duplicates)
+            _run_plan(plan, dry_run=dry_run)
+            return
+        if from_report is not None:
+            raise InputError(
+                f"--method {cfg.group.method} needs the images' features, which a report does not hold; "
+                "scan the folders again (give PATH, omit --from-report)"
+            )
+        cluster_names = actions.load_names(names) if names is not None else None
+        data = _clustering_report(paths, cfg, to)
+        notes: list[str] = []
+        if cluster_names is not None:
+            data, notes = actions.with_names(data, cluster_names)
+        render_clustering(data, stderr)
         plan = actions.plan_group(data, to=to, mode=mode, only_duplicates=only_duplicates)
+        plan.notes[:0] = notes
+        if not dry_run:
+            for note in plan.notes:
+                stderr.print(f"Note: {escape(note)}", highlight=False, soft_wrap=True)
+            csv_path, names_path = actions.write_cluster_files(data, to)
+            stdout.print(f"Cluster of every image: {csv_path}", highlight=False, soft_wrap=True)
+            stdout.print(
+                f"Cluster names (edit, then re-run with --names): {names_path}",
+                highlight=False,
+                soft_wrap=True,
+            )
         _run_plan(plan, dry_run=dry_run)
+
+
+def _clustering_report(paths: list[Path] | None, cfg: Config, to: Path) -> dict[str, Any]:
+    """Scan ``paths`` (skipping the output folder) and cluster every image with ``cfg.group``."""
+    from dedup import actions
+    from dedup import report as reports
+    from dedup.errors import InputError
+    from dedup.pipeline import cluster_collection
+
+    if not paths:
+        raise InputError("give the folders to scan (PATH...)")
+    result = run_scan(paths, cfg, exclude=actions.output_exclusions(paths, to))
+    with ProgressReporter(stderr) as progress:
+        result = cluster_collection(result, cfg, progress=progress)
+    return reports.to_dict(result)
+
+
+def render_clustering(data: dict[str, Any], console: Console) -> None:
+    """The ``--clusters auto`` curve (if any), then every cluster's folder and size."""
+    from dedup.actions import cluster_folders
+
+    info = data["clustering"]
+    params = info["params"]
+    if info["curve"]:
+        curve = Table(
+            title=f"Choosing the number of clusters ({info['method']}; silhouette on "
+            f"{params.get('silhouette_sample')} images, cosine)",
+            title_justify="left",
+        )
+        curve.add_column("Clusters", justify="right")
+        curve.add_column("Silhouette", justify="right")
+        curve.add_column("Inertia", justify="right")
+        curve.add_column("")
+        for point in info["curve"]:
+            sil = point["silhouette"]
+            marks = ", ".join(
+                m
+                for m, on in (("chosen (best silhouette)", point["chosen"]), ("elbow", point["elbow"]))
+                if on
+            )
+            curve.add_row(
+                str(point["clusters"]), "—" if sil is None else f"{sil:.3f}", f"{point['inertia']:.1f}", marks
+            )
+        console.print(curve)
+    ex = data["extractor"]
+    extractor = ex["name"] + (f" (fallback for {ex.get('requested')})" if ex.get("fallback_used") else "")
+    how = ", ".join(
+        f"{k}={params[k]}"
+        for k in ("linkage", "connectivity", "distance_threshold", "algorithm", "chosen_by")
+        if k in params
+    )
+    console.print(
+        f"{info['method']}: {info['n_clusters']} clusters ({how}); features: {extractor}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(title="Clusters (every image is in one)", title_justify="left")
+    table.add_column("Cluster", justify="right")
+    table.add_column("Folder", overflow="fold")
+    table.add_column("Images", justify="right")
+    folders, _ = cluster_folders(data["clusters"])
+    for cluster, folder in zip(data["clusters"], folders, strict=True):
+        table.add_row(str(cluster["id"]), escape(folder), str(cluster["size"]))
+    console.print(table)
 
 
 @app.command()

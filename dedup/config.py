@@ -8,7 +8,7 @@ naming the key and the allowed values.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,32 @@ def _opt(
     lo: float | None = None,
     hi: float | None = None,
     auto: bool = False,
+    check: Callable[[str, Any], None] | None = None,
+    integer: bool = False,
 ) -> Any:
-    """A dataclass field carrying its own validation rules and one-line help."""
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "auto": auto}
+    """A dataclass field carrying its own validation rules and one-line help.
+
+    ``check(key, value)`` is an extra validator for values whose allowed set lives elsewhere (it raises
+    :class:`ConfigError`).
+    """
+    meta = {
+        "help": help,
+        "choices": choices,
+        "lo": lo,
+        "hi": hi,
+        "auto": auto,
+        "check": check,
+        "integer": integer,
+    }
     return field(default=default, metadata=meta)
+
+
+def _check_extractor(key: str, value: str) -> None:
+    """``features.extractor`` is checked against the extractor registry (imported here: features imports
+    this module)."""
+    from dedup.features import check_extractor_name
+
+    check_extractor_name(value, key)
 
 
 @dataclass(frozen=True)
@@ -51,13 +73,24 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    extractor: str = _opt("vgg16", "feature extractor", choices=("vgg16", "phash"))
+    extractor: str = _opt(
+        "vgg16",
+        "feature extractor: a name of dedup.features.EXTRACTORS, or keras-model:PATH",
+        check=_check_extractor,
+    )
     weights: str = _opt(
         "imagenet",
-        "vgg16 weights: imagenet (Keras cache/download), none (random, tests "
+        "vgg16/resnet50 weights: imagenet (Keras cache/download), none (random, tests "
         "only) or a path to a .h5 / .weights.h5 file",
     )
-    pooling: str = _opt("avg", "global pooling of the last VGG16 feature map", choices=("avg", "max"))
+    pooling: str = _opt(
+        "avg", "global pooling of the last feature map (vgg16, resnet50, keras-model)", choices=("avg", "max")
+    )
+    preprocessing: str = _opt(
+        "auto",
+        "keras-model input preprocessing: auto (= none) | none | scale01 | caffe | tf | torch",
+        choices=("auto", "none", "scale01", "caffe", "tf", "torch"),
+    )
     input_size: int = _opt(224, "side in pixels of the square model input", lo=32, hi=1024)
     batch_size: int = _opt(32, "images per model call", lo=1, hi=4096)
     offline_fallback: str = _opt(
@@ -103,6 +136,45 @@ class KeepConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    method: str = _opt(
+        "dbscan",
+        "how `dedup group` makes folders: dbscan (duplicate groups + unique/) | agglomerative | kmeans "
+        "(every image in a cluster)",
+        choices=("dbscan", "agglomerative", "kmeans"),
+    )
+    clusters: int | str = _opt(
+        AUTO,
+        "agglomerative/kmeans: number of clusters, or auto = chosen by silhouette over auto_min..auto_max",
+        lo=2,
+        auto=True,
+        integer=True,
+    )
+    distance_threshold: float = _opt(
+        0.0,
+        "agglomerative: cosine distance (0..2) at which merging stops; 0 = use clusters instead",
+        lo=0.0,
+        hi=2.0,
+    )
+    linkage: str = _opt(
+        "average", "agglomerative linkage on cosine distance", choices=("average", "complete")
+    )
+    exact_max: int = _opt(
+        5000,
+        "agglomerative: above this many images merges follow the Annoy k-nearest-neighbour graph "
+        "(memory O(n*k) instead of O(n^2))",
+        lo=2,
+    )
+    minibatch_above: int = _opt(10_000, "kmeans: above this many images MiniBatchKMeans is used", lo=1)
+    auto_min: int = _opt(2, "clusters auto: smallest number of clusters tried", lo=2)
+    auto_max: int = _opt(20, "clusters auto: largest number of clusters tried", lo=2, hi=1000)
+    silhouette_sample: int = _opt(
+        2000, "clusters auto: images (random subsample) the silhouette score is computed on", lo=10
+    )
+    seed: int = _opt(0, "seed of kmeans and of the silhouette subsample", lo=0)
+
+
+@dataclass(frozen=True)
 class Config:
     discover: DiscoverConfig = field(default_factory=DiscoverConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -110,6 +182,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The configuration as plain nested dicts (the shape of the YAML file)."""
@@ -123,6 +196,7 @@ _SECTION_TYPES: dict[str, type] = {
     "index": IndexConfig,
     "cluster": ClusterConfig,
     "keep": KeepConfig,
+    "group": GroupConfig,
 }
 
 
@@ -143,6 +217,11 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
                 value = int(value)
             else:
                 raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    elif meta.get("integer"):  # an integer or 'auto'
+        text = value.strip() if isinstance(value, str) else None
+        if isinstance(value, bool) or not (isinstance(value, int) or (text and text.isdigit())):
+            raise ConfigError(f"{key}: expected an integer or 'auto', got {value!r}")
+        value = int(value)
     elif isinstance(default, float) or meta.get("auto"):
         try:
             value = float(value)
@@ -154,6 +233,8 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         if choices and value not in choices:
             raise ConfigError(f"{key}: {value!r} is not allowed; allowed values: {', '.join(choices)}")
+        if meta.get("check"):
+            meta["check"](key, value)
         return value
     lo, hi = meta.get("lo"), meta.get("hi")
     if (lo is not None and value < lo) or (hi is not None and value > hi):

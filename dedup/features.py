@@ -1,14 +1,19 @@
 """Feature extractors: one decoded image in, one L2-normalised vector out.
 
 Every extractor follows the small :class:`Extractor` protocol; :data:`EXTRACTORS` maps a name (the
-``features.extractor`` config value, or the part before ``:`` for parameterised names such as a future
+``features.extractor`` config value, or the part before ``:`` for parameterised names such as
 ``keras-model:PATH``) to a factory, so new extractors plug in without touching the pipeline.
 
 * ``vgg16``: Keras VGG16 without its classifier top, global ``avg``/``max`` pooling, ImageNet ("caffe")
   preprocessing; 512-d vectors. Weights: ``imagenet`` (Keras' cache / download), a weights file, or ``none``.
+* ``resnet50``: Keras ResNet50 the same way (same weight rules, its own preprocessing); 2048-d vectors.
+* ``keras-model:PATH``: any saved Keras model (``.keras`` / ``.h5``) whose output is a vector or a feature
+  map (globally pooled); preprocessing from ``features.preprocessing``.
 * ``phash``: a weight-free DCT perceptual hash (``hash_size**2`` bits) as a ±1 vector.
 
-TensorFlow/Keras is imported lazily inside the VGG16 code, so ``import dedup.features`` stays fast.
+VGG16 and ResNet50 are one :class:`KerasAppExtractor` parameterised by a :class:`KerasApp` (constructor,
+weights file name / URL / md5, preprocessing, default threshold). TensorFlow/Keras is imported lazily inside
+the Keras code, so ``import dedup.features`` stays fast.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,7 +56,21 @@ VGG16_DEFAULT_THRESHOLD = 0.90
 # imagededup's PHash default of 10 of 64 bits (cos 0.6875). To be calibrated with the benchmarks.
 PHASH_DEFAULT_THRESHOLD = 0.70
 
-# Seed of the random VGG16 weights used with ``weights: none`` (deterministic across runs).
+# The "notop" ImageNet weights exactly as keras.applications.ResNet50 fetches them
+# (keras.src.applications.resnet: BASE_WEIGHTS_PATH + file name, WEIGHTS_HASHES["resnet50"][1]; tested).
+RESNET50_NOTOP_FILENAME = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+RESNET50_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + RESNET50_NOTOP_FILENAME
+)
+RESNET50_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+
+# ResNet50 (global-average-pooled, ImageNet) vectors: the same customary 0.90, equally uncalibrated offline.
+RESNET50_DEFAULT_THRESHOLD = 0.90
+
+# A user's own Keras model: nothing is known about its vectors; 0.90 is a starting point, set --threshold.
+KERAS_MODEL_DEFAULT_THRESHOLD = 0.90
+
+# Seed of the random weights used with ``weights: none`` (deterministic across runs).
 RANDOM_WEIGHTS_SEED = 0
 RANDOM_WEIGHTS_WARNING = (
     "features come from an untrained VGG16 (weights: none); results are meaningless except for tests"
@@ -58,7 +78,14 @@ RANDOM_WEIGHTS_WARNING = (
 
 # Bump when prepare()/embed() change in a way that changes the vectors (feature-cache identity).
 VGG16_PREPROCESSING = "vgg16/resize-bilinear/caffe/v1"
+RESNET50_PREPROCESSING = "resnet50/resize-bilinear/caffe/v1"
+KERAS_MODEL_PREPROCESSING = "keras-model/resize-bilinear/{mode}/v1"
 PHASH_PREPROCESSING = "phash/gray-lanczos/dct2-ortho/median/v1"
+
+# features.preprocessing values for keras-model:PATH: keras.applications.imagenet_utils modes, plus "none"
+# (the model gets RGB 0..255) and "scale01" (RGB / 255). "auto" = the model's own for vgg16/resnet50, none
+# for keras-model.
+PREPROCESSING_MODES = ("auto", "none", "scale01", "caffe", "tf", "torch")
 
 
 class Extractor(Protocol):
@@ -86,7 +113,15 @@ ExtractorFactory = Callable[[FeaturesConfig, WarnFn | None], Extractor]
 
 
 class WeightsUnavailableError(WeightsError):
-    """The ImageNet weights could neither be found in the Keras cache nor downloaded."""
+    """The ImageNet weights could neither be found in the Keras cache nor downloaded.
+
+    Attributes:
+        app: the backbone whose weights are missing (for the how-to message), if known.
+    """
+
+    def __init__(self, message: str, app: KerasApp | None = None) -> None:
+        super().__init__(message)
+        self.app = app
 
 
 def _warn(warn: WarnFn | None, message: str) -> None:
@@ -194,6 +229,64 @@ class PHashExtractor:
 # --------------------------------------------------------------------------------------------------- weights
 
 
+@dataclass(frozen=True)
+class KerasApp:
+    """What differs between the Keras-applications backbones dedup offers (VGG16, ResNet50).
+
+    Attributes:
+        name: extractor name ("vgg16").
+        display: name in messages ("VGG16").
+        constructor: attribute of ``keras.applications`` building the model ("VGG16").
+        module: attribute of ``keras.applications`` holding its ``preprocess_input`` ("vgg16").
+        dim: length of the pooled feature vector.
+        notop_filename, notop_url, notop_md5: the ImageNet "notop" weights exactly as Keras fetches them.
+        default_threshold: cosine similarity used when ``cluster.threshold`` is auto.
+        preprocessing: identity of prepare()+embed() for reports and caches.
+        top_layers: layer names only a with-top weights file has (for a clearer error).
+    """
+
+    name: str
+    display: str
+    constructor: str
+    module: str
+    dim: int
+    notop_filename: str
+    notop_url: str
+    notop_md5: str
+    default_threshold: float
+    preprocessing: str
+    top_layers: frozenset[str]
+
+
+VGG16_APP = KerasApp(
+    name="vgg16",
+    display="VGG16",
+    constructor="VGG16",
+    module="vgg16",
+    dim=512,
+    notop_filename=VGG16_NOTOP_FILENAME,
+    notop_url=VGG16_NOTOP_URL,
+    notop_md5=VGG16_NOTOP_MD5,
+    default_threshold=VGG16_DEFAULT_THRESHOLD,
+    preprocessing=VGG16_PREPROCESSING,
+    top_layers=frozenset({"fc1", "fc2", "predictions"}),
+)
+
+RESNET50_APP = KerasApp(
+    name="resnet50",
+    display="ResNet50",
+    constructor="ResNet50",
+    module="resnet50",
+    dim=2048,
+    notop_filename=RESNET50_NOTOP_FILENAME,
+    notop_url=RESNET50_NOTOP_URL,
+    notop_md5=RESNET50_NOTOP_MD5,
+    default_threshold=RESNET50_DEFAULT_THRESHOLD,
+    preprocessing=RESNET50_PREPROCESSING,
+    top_layers=frozenset({"predictions", "fc1000"}),
+)
+
+
 def keras_cache_dir() -> Path:
     """The Keras cache root, computed the way Keras does but at call time.
 
@@ -208,11 +301,11 @@ def keras_cache_dir() -> Path:
     return (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
 
 
-def weights_howto() -> str:
-    """One sentence telling the user how to make the ImageNet weights available offline."""
-    target = keras_cache_dir() / "models" / VGG16_NOTOP_FILENAME
+def weights_howto(app: KerasApp = VGG16_APP) -> str:
+    """One sentence telling the user how to make ``app``'s ImageNet weights available offline."""
+    target = keras_cache_dir() / "models" / app.notop_filename
     return (
-        f"to use VGG16, download {VGG16_NOTOP_URL} on a connected machine and pass it with "
+        f"to use {app.display}, download {app.notop_url} on a connected machine and pass it with "
         f"--weights FILE (features.weights), or copy it to {target} "
         "(the Keras cache; KERAS_HOME moves it)"
     )
@@ -241,7 +334,7 @@ def _quiet_native_stderr(enabled: bool) -> Iterator[None]:
         os.close(devnull)
 
 
-def _import_keras() -> Any:
+def _import_keras(what: str = "the vgg16 extractor") -> Any:
     """Import Keras (and TensorFlow) with TensorFlow's native logging quietened (see above)."""
     quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -250,7 +343,7 @@ def _import_keras() -> Any:
             import keras
     except ImportError as e:
         raise WeightsError(
-            f"the vgg16 extractor needs TensorFlow and Keras ({e}); install them with "
+            f"{what} needs TensorFlow and Keras ({e}); install them with "
             "`pip install tensorflow`, or use the phash extractor"
         ) from e
     return keras
@@ -267,8 +360,8 @@ def _keras_get_file(**kwargs: Any) -> str:
     return path
 
 
-def fetch_imagenet_weights() -> Path:
-    """Path of the ImageNet VGG16 "notop" weights, from the Keras cache or downloaded into it.
+def fetch_imagenet_weights(app: KerasApp = VGG16_APP) -> Path:
+    """Path of ``app``'s ImageNet "notop" weights, from the Keras cache or downloaded into it.
 
     Returns:
         path of the cached file (its md5 checked by Keras).
@@ -281,25 +374,28 @@ def fetch_imagenet_weights() -> Path:
         cache.mkdir(parents=True, exist_ok=True)
     try:
         path = _keras_get_file(
-            fname=VGG16_NOTOP_FILENAME,
-            origin=VGG16_NOTOP_URL,
+            fname=app.notop_filename,
+            origin=app.notop_url,
             cache_subdir="models",
-            file_hash=VGG16_NOTOP_MD5,
+            file_hash=app.notop_md5,
             cache_dir=str(cache),
         )
     except Exception as e:  # get_file raises a bare Exception for network failures, ValueError for md5
-        reason = " ".join(str(e).replace(f" on {VGG16_NOTOP_URL}", "").split()) or type(e).__name__
-        raise WeightsUnavailableError(f"cannot obtain the ImageNet VGG16 weights ({reason})") from e
+        reason = " ".join(str(e).replace(f" on {app.notop_url}", "").split()) or type(e).__name__
+        raise WeightsUnavailableError(
+            f"cannot obtain the ImageNet {app.display} weights ({reason})", app=app
+        ) from e
     return Path(path)
 
 
-def resolve_weights(spec: str, warn: WarnFn | None = None) -> Path | None:
-    """Turn the ``features.weights`` value into a weights file.
+def resolve_weights(spec: str, warn: WarnFn | None = None, app: KerasApp = VGG16_APP) -> Path | None:
+    """Turn the ``features.weights`` value into a weights file for ``app``.
 
     Args:
         spec: "imagenet", "none", or a path to a ``.h5`` (legacy Keras layout, as in the Keras cache) or
             ``.weights.h5`` (Keras 3) file.
         warn: called with a one-line warning for ``none``.
+        app: the backbone the weights are for.
 
     Returns:
         absolute path of the weights file, or None for random initialisation ("none").
@@ -309,9 +405,9 @@ def resolve_weights(spec: str, warn: WarnFn | None = None) -> Path | None:
         WeightsError: the given file does not exist.
     """
     if spec.lower() == "imagenet":
-        return fetch_imagenet_weights()
+        return fetch_imagenet_weights(app)
     if spec.lower() == "none":
-        _warn(warn, RANDOM_WEIGHTS_WARNING)
+        _warn(warn, RANDOM_WEIGHTS_WARNING.replace("VGG16", app.display))
         return None
     path = Path(spec).expanduser().absolute()
     if not path.exists():
@@ -358,8 +454,8 @@ def _with_suffix(path: Path, suffix: str) -> Iterator[Path]:
         yield alias
 
 
-def load_weights_file(model: Any, path: Path) -> None:
-    """Load a VGG16-without-top weights file into ``model`` (a Keras VGG16, include_top=False).
+def load_weights_file(model: Any, path: Path, app: KerasApp = VGG16_APP) -> None:
+    """Load a without-top weights file into ``model`` (a Keras ``app`` model, include_top=False).
 
     Both layouts are accepted whatever the file is called: the legacy Keras ``.h5`` layout (that of the
     ImageNet file in the Keras cache; layers matched in order) and Keras 3 ``.weights.h5`` (layers matched
@@ -387,12 +483,12 @@ def load_weights_file(model: Any, path: Path) -> None:
     except Exception as e:  # a user file can break Keras/h5py in many ways; all mean "does not fit"
         detail = " ".join(str(e).split())[:300].rstrip(".") or type(e).__name__
         hint = ""
-        if {"fc1", "fc2", "predictions"} & set(layer_names):
+        if app.top_layers & set(layer_names):
             hint = (
-                f"; it looks like the VGG16 file *with* the classifier top, dedup needs the 'notop' file "
-                f"({VGG16_NOTOP_FILENAME})"
+                f"; it looks like the {app.display} file *with* the classifier top, dedup needs the 'notop' "
+                f"file ({app.notop_filename})"
             )
-        raise WeightsError(f"{path} does not fit VGG16 without its top: {detail}{hint}") from e
+        raise WeightsError(f"{path} does not fit {app.display} without its top: {detail}{hint}") from e
 
 
 def _sha256(path: Path) -> str:
@@ -404,29 +500,42 @@ def _sha256(path: Path) -> str:
 
 
 def _init_random(model: Any, seed: int) -> None:
-    """Deterministic Glorot-uniform kernels and zero biases (Keras' defaults), from a numpy seed."""
+    """Deterministic random weights from a numpy seed, following Keras' default initialisers.
+
+    Kernels (conv and dense) get Glorot-uniform values; every other array keeps the constant Keras gives it
+    at construction (zero biases, batch-norm gamma/variance 1 and beta/mean 0), or zeros if not constant.
+    """
     rng = np.random.default_rng(seed)
     values = []
     for w in model.get_weights():
-        if w.ndim == 4:  # conv kernel (kh, kw, c_in, c_out)
-            receptive = w.shape[0] * w.shape[1]
-            limit = np.sqrt(6.0 / (receptive * (w.shape[2] + w.shape[3])))
+        if w.ndim in (2, 4):  # kernel (kh, kw, c_in, c_out) or (n_in, n_out)
+            receptive = w.shape[0] * w.shape[1] if w.ndim == 4 else 1
+            fan_in, fan_out = (w.shape[2], w.shape[3]) if w.ndim == 4 else (w.shape[0], w.shape[1])
+            limit = np.sqrt(6.0 / (receptive * (fan_in + fan_out)))
             values.append(rng.uniform(-limit, limit, size=w.shape).astype(w.dtype))
+        elif w.size and np.all(w == w.flat[0]):
+            values.append(w.copy())
         else:
             values.append(np.zeros_like(w))
     model.set_weights(values)
 
 
-# --------------------------------------------------------------------------------------------------- vgg16
+def _resize_rgb(image: Image.Image, width: int, height: int) -> np.ndarray:
+    """The whole image (no crop, aspect ratio not kept) resized with BILINEAR: float32 (h, w, 3), 0..255."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return np.asarray(rgb.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-class VGG16Extractor:
-    """Keras VGG16 without its top, global pooling, ImageNet ("caffe") preprocessing; 512-d vectors.
+# ----------------------------------------------------------------------------------- keras applications
+
+
+class KerasAppExtractor:
+    """A Keras-applications backbone without its top, global pooling, its own preprocessing.
 
     ``prepare`` resizes the whole image (no crop, aspect ratio not kept) to ``input_size`` square with
-    Pillow's BILINEAR filter (antialiased when shrinking); ``embed`` applies
-    ``keras.applications.vgg16.preprocess_input`` (RGB->BGR, ImageNet mean subtracted), runs the model and
-    L2-normalises the rows.
+    Pillow's BILINEAR filter (antialiased when shrinking); ``embed`` applies the application's
+    ``preprocess_input`` (for VGG16 and ResNet50: RGB->BGR, ImageNet mean subtracted), runs the model and
+    L2-normalises the rows. Subclasses only set :attr:`app`.
 
     ``__init__`` only stores parameters; :meth:`build` resolves and loads the weights.
 
@@ -436,8 +545,7 @@ class VGG16Extractor:
         weights: "imagenet", "none" or a path to a weights file (see :func:`resolve_weights`).
     """
 
-    name = "vgg16"
-    dim = 512
+    app: KerasApp = VGG16_APP
 
     def __init__(self, input_size: int = 224, pooling: str = "avg", weights: str = "imagenet") -> None:
         if pooling not in ("avg", "max"):
@@ -446,34 +554,37 @@ class VGG16Extractor:
             raise ConfigError(
                 f"features.input_size: {input_size!r} is out of range; allowed values: 32 or more"
             )
+        self.name = self.app.name
+        self.dim = self.app.dim
         self.input_size = input_size
         self.pooling = pooling
         self.weights = weights.lower() if weights.lower() in ("imagenet", "none") else weights
-        self.default_threshold = VGG16_DEFAULT_THRESHOLD
+        self.default_threshold = self.app.default_threshold
         self.decode_size: int | None = input_size
         self.model_: Any = None
         self.weights_path_: Path | None = None
         self._weights_sha256: str | None = None
 
-    def build(self, warn: WarnFn | None = None) -> VGG16Extractor:
+    def build(self, warn: WarnFn | None = None) -> KerasAppExtractor:
         """Resolve the weights (before importing TensorFlow when possible), build the model, load them.
 
         Raises:
             WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
             WeightsError: the weights file is missing or does not fit.
         """
-        path = resolve_weights(self.weights, warn)
+        path = resolve_weights(self.weights, warn, self.app)
         if path is not None:
             _weights_layout(path)  # reject garbage before paying for the TensorFlow import
-        keras = _import_keras()
+        keras = _import_keras(f"the {self.name} extractor")
         side = self.input_size
-        model = keras.applications.VGG16(
+        constructor = getattr(keras.applications, self.app.constructor)
+        model = constructor(
             include_top=False, weights=None, pooling=self.pooling, input_shape=(side, side, 3)
         )
         if path is None:
             _init_random(model, RANDOM_WEIGHTS_SEED)
         else:
-            load_weights_file(model, path)
+            load_weights_file(model, path, self.app)
         self.model_ = model
         self.weights_path_ = path
         return self
@@ -481,7 +592,7 @@ class VGG16Extractor:
     def info(self) -> dict[str, Any]:
         """Keys: name, weights ("imagenet" | file path | "none"), weights_file, weights_sha256 (computed on
         first call; None for "none"), pooling, input_size, dim, preprocessing, fallback_used (False),
-        requested ("vgg16"), seed (for "none")."""
+        requested (the name), seed (for "none")."""
         if self.weights_path_ is not None and self._weights_sha256 is None:
             self._weights_sha256 = _sha256(self.weights_path_)
         weights = self.weights
@@ -495,7 +606,7 @@ class VGG16Extractor:
             "pooling": self.pooling,
             "input_size": self.input_size,
             "dim": self.dim,
-            "preprocessing": VGG16_PREPROCESSING,
+            "preprocessing": self.app.preprocessing,
             "fallback_used": False,
             "requested": self.name,
             "seed": RANDOM_WEIGHTS_SEED if self.weights == "none" else None,
@@ -507,32 +618,219 @@ class VGG16Extractor:
         Returns:
             float32 array of shape (input_size, input_size, 3), RGB values 0..255.
         """
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        side = self.input_size
-        resized = rgb.resize((side, side), Image.Resampling.BILINEAR)
-        return np.asarray(resized, dtype=np.float32)
+        return _resize_rgb(image, self.input_size, self.input_size)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """Run VGG16 on a batch of prepared images (the batch itself is not modified).
+        """Run the model on a batch of prepared images (the batch itself is not modified).
 
         Args:
             batch: array of shape (n, input_size, input_size, 3), RGB 0..255.
 
         Returns:
-            float32 array of shape (n, 512), L2-normalised rows.
+            float32 array of shape (n, dim), L2-normalised rows.
         """
         if self.model_ is None:
-            raise RuntimeError("VGG16Extractor.build() must be called before embed()")
+            raise RuntimeError(f"{type(self).__name__}.build() must be called before embed()")
         side = self.input_size
         x = np.array(batch, dtype=np.float32, copy=True)  # preprocess_input works in place
         if x.ndim != 4 or x.shape[1:] != (side, side, 3):
-            raise ValueError(f"vgg16 expects a batch of shape (n, {side}, {side}, 3), got {x.shape}")
+            raise ValueError(f"{self.name} expects a batch of shape (n, {side}, {side}, 3), got {x.shape}")
         if len(x) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         keras = _import_keras()
-        x = keras.applications.vgg16.preprocess_input(x)
+        x = getattr(keras.applications, self.app.module).preprocess_input(x)
         out = keras.ops.convert_to_numpy(self.model_(x, training=False))
         return l2_normalize(out)
+
+
+class VGG16Extractor(KerasAppExtractor):
+    """Keras VGG16 without its top, global pooling, ImageNet ("caffe") preprocessing; 512-d vectors."""
+
+    app = VGG16_APP
+
+
+class ResNet50Extractor(KerasAppExtractor):
+    """Keras ResNet50 without its top, global pooling, its ImageNet ("caffe") preprocessing; 2048-d."""
+
+    app = RESNET50_APP
+
+
+# ------------------------------------------------------------------------------------------ keras-model
+
+
+def preprocess(x: np.ndarray, mode: str) -> np.ndarray:
+    """Apply a ``features.preprocessing`` mode to RGB 0..255 pixels (channels last), not in place.
+
+    Modes: ``none`` (unchanged), ``scale01`` (/255), and the ``keras.applications.imagenet_utils`` modes
+    ``caffe`` (RGB->BGR, ImageNet mean subtracted), ``tf`` (-1..1), ``torch`` (0..1, ImageNet mean/std).
+    """
+    x = np.array(x, dtype=np.float32, copy=True)
+    if mode in ("none", "auto"):
+        return x
+    if mode == "scale01":
+        return x / np.float32(255.0)
+    if mode in ("caffe", "tf", "torch"):
+        keras = _import_keras()
+        return np.asarray(keras.applications.imagenet_utils.preprocess_input(x, mode=mode), dtype=np.float32)
+    raise ConfigError(
+        f"features.preprocessing: {mode!r} is not allowed; allowed values: {', '.join(PREPROCESSING_MODES)}"
+    )
+
+
+class KerasModelExtractor:
+    """Any saved Keras model (``.keras`` / ``.h5``) used as a feature extractor (``keras-model:PATH``).
+
+    The model's output must be one vector per image, shape (None, dim), or one feature map, shape
+    (None, h, w, channels), which is globally pooled with ``pooling``. The input side comes from the
+    model's input shape; a model that accepts any size gets ``input_size`` square. Inputs are channels-last
+    RGB (or grayscale when the model has one input channel), resized like the built-in backbones, then
+    preprocessed with ``preprocessing`` (see :func:`preprocess`; "auto" means "none": the model is expected
+    to hold its own rescaling layers).
+
+    Args:
+        path: the model file.
+        input_size: side used when the model accepts any size.
+        pooling: "avg" or "max", for feature-map outputs.
+        preprocessing: one of :data:`PREPROCESSING_MODES`.
+    """
+
+    name = "keras-model"
+
+    def __init__(
+        self, path: str | Path, input_size: int = 224, pooling: str = "avg", preprocessing: str = "auto"
+    ) -> None:
+        if pooling not in ("avg", "max"):
+            raise ConfigError(f"features.pooling: {pooling!r} is not allowed; allowed values: avg, max")
+        if preprocessing not in PREPROCESSING_MODES:
+            raise ConfigError(
+                f"features.preprocessing: {preprocessing!r} is not allowed; allowed values: "
+                f"{', '.join(PREPROCESSING_MODES)}"
+            )
+        self.path = Path(path).expanduser().absolute()
+        self.input_size = input_size
+        self.pooling = pooling
+        self.preprocessing = "none" if preprocessing == "auto" else preprocessing
+        self.default_threshold = KERAS_MODEL_DEFAULT_THRESHOLD
+        self.dim = 0
+        self.decode_size: int | None = input_size
+        self.model_: Any = None
+        self.input_hw_: tuple[int, int] = (input_size, input_size)
+        self.channels_: int = 3
+        self.output_rank_: int = 2
+        self._sha256: str | None = None
+
+    def build(self, warn: WarnFn | None = None) -> KerasModelExtractor:
+        """Load the model and work out its input size, channels and output shape.
+
+        Raises:
+            WeightsError: missing file, not a Keras model, more than one input/output, channels-first
+                input, or an output that is neither a vector nor a feature map.
+        """
+        path = self.path
+        if not path.exists():
+            raise WeightsError(f"keras-model: model file not found: {path}")
+        if not path.is_file():
+            raise WeightsError(f"keras-model: {path} is not a file")
+        if not path.name.lower().endswith((".keras", ".h5", ".hdf5")):
+            raise WeightsError(
+                f"keras-model: {path} is not a saved Keras model (expected a .keras or .h5 file)"
+            )
+        keras = _import_keras("the keras-model extractor")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = keras.saving.load_model(str(path), compile=False)
+        except Exception as e:  # zip/HDF5/deserialisation errors of a user file
+            detail = " ".join(str(e).split())[:300].rstrip(".") or type(e).__name__
+            raise WeightsError(f"keras-model: cannot load {path} as a Keras model: {detail}") from e
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise WeightsError(
+                f"keras-model: {path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                "dedup needs one image input and one output"
+            )
+        in_shape = tuple(model.inputs[0].shape)
+        if len(in_shape) != 4 or in_shape[-1] not in (1, 3):
+            raise WeightsError(
+                f"keras-model: {path} takes input of shape {in_shape}; dedup needs images "
+                "(batch, height, width, 3 or 1 channels), channels last"
+            )
+        out_shape = tuple(model.outputs[0].shape)
+        if len(out_shape) not in (2, 4) or out_shape[-1] is None:
+            raise WeightsError(
+                f"keras-model: {path} outputs shape {out_shape}, rank {len(out_shape)}; supported outputs "
+                "are a vector (batch, dim) or a feature map (batch, height, width, channels), pooled with "
+                "features.pooling"
+            )
+        if in_shape[-1] == 1 and self.preprocessing in ("caffe", "torch"):
+            raise ConfigError(
+                f"features.preprocessing: {self.preprocessing!r} needs RGB input, but {path} takes one "
+                "channel; allowed values for it: none, scale01, tf"
+            )
+        h, w = in_shape[1], in_shape[2]
+        side = self.input_size
+        self.input_hw_ = (side if h is None else int(h), side if w is None else int(w))
+        self.channels_ = int(in_shape[-1])
+        self.output_rank_ = len(out_shape)
+        self.dim = int(out_shape[-1])
+        self.decode_size = max(self.input_hw_)
+        self.model_ = model
+        return self
+
+    def info(self) -> dict[str, Any]:
+        """Keys: name, weights (None), model_file, model_sha256, pooling (None for vector outputs),
+        input_size ([height, width]), dim, preprocessing, fallback_used (False), requested."""
+        if self._sha256 is None and self.path.is_file():
+            self._sha256 = _sha256(self.path)
+        return {
+            "name": self.name,
+            "weights": None,
+            "model_file": str(self.path),
+            "model_sha256": self._sha256,
+            "pooling": self.pooling if self.output_rank_ == 4 else None,
+            "input_size": list(self.input_hw_),
+            "dim": self.dim,
+            "preprocessing": KERAS_MODEL_PREPROCESSING.format(mode=self.preprocessing),
+            "fallback_used": False,
+            "requested": f"{self.name}:{self.path}",
+        }
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Resize the whole image to the model input.
+
+        Returns:
+            float32 array of shape (height, width, 3) RGB 0..255, or (height, width, 1) gray.
+        """
+        h, w = self.input_hw_
+        if self.channels_ == 1:
+            gray = image.convert("L").resize((w, h), Image.Resampling.BILINEAR)
+            return np.asarray(gray, dtype=np.float32)[:, :, None]
+        return _resize_rgb(image, w, h)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocess, run the model, pool feature maps, L2-normalise.
+
+        Args:
+            batch: array of shape (n, height, width, channels), 0..255.
+
+        Returns:
+            float32 array of shape (n, dim), L2-normalised rows.
+        """
+        if self.model_ is None:
+            raise RuntimeError("KerasModelExtractor.build() must be called before embed()")
+        h, w = self.input_hw_
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (h, w, self.channels_):
+            raise ValueError(
+                f"keras-model expects a batch of shape (n, {h}, {w}, {self.channels_}), got {x.shape}"
+            )
+        if len(x) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = preprocess(x, self.preprocessing)
+        keras = _import_keras()
+        out = np.asarray(keras.ops.convert_to_numpy(self.model_(x, training=False)), dtype=np.float32)
+        if out.ndim == 4:
+            out = out.mean(axis=(1, 2)) if self.pooling == "avg" else out.max(axis=(1, 2))
+        return l2_normalize(out.reshape(len(x), -1))
 
 
 # --------------------------------------------------------------------------------------------------- registry
@@ -542,14 +840,56 @@ def _make_vgg16(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
     return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights).build(warn)
 
 
+def _make_resnet50(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
+    return ResNet50Extractor(cfg.input_size, cfg.pooling, cfg.weights).build(warn)
+
+
+def _make_keras_model(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
+    path = cfg.extractor.partition(":")[2]
+    return KerasModelExtractor(path, cfg.input_size, cfg.pooling, cfg.preprocessing).build(warn)
+
+
 def _make_phash(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
     return PHashExtractor(cfg.hash_size)
 
 
 EXTRACTORS: dict[str, ExtractorFactory] = {
     "vgg16": _make_vgg16,
+    "resnet50": _make_resnet50,
+    "keras-model": _make_keras_model,
     "phash": _make_phash,
 }
+
+# Registry names that take a parameter after ':' (shown as NAME:PATH in messages).
+PARAMETERISED = {"keras-model": "PATH"}
+
+
+def allowed_extractors() -> str:
+    """The allowed ``features.extractor`` values, for messages: "vgg16, resnet50, keras-model:PATH, ..."."""
+    return ", ".join(f"{k}:{PARAMETERISED[k]}" if k in PARAMETERISED else k for k in EXTRACTORS)
+
+
+def check_extractor_name(name: str, key: str = "features.extractor") -> str:
+    """Validate a ``features.extractor`` value against the registry (no model is loaded).
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        ConfigError: unknown name, a parameterised name without its parameter (``keras-model:`` with no
+            path), or a parameter given to a name that takes none; the message lists the allowed values.
+    """
+    base, sep, arg = name.partition(":")
+    if base not in EXTRACTORS or (base in PARAMETERISED) != bool(sep and arg.strip()):
+        hint = ""
+        if base in PARAMETERISED:
+            hint = f" ({base} needs a {PARAMETERISED[base]}: {base}:{PARAMETERISED[base]})"
+        raise ConfigError(f"{key}: {name!r} is not allowed{hint}; allowed values: {allowed_extractors()}")
+    return name
+
+
+def _app_of(extractor: str) -> KerasApp:
+    return RESNET50_APP if extractor.partition(":")[0] == "resnet50" else VGG16_APP
 
 
 def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor:
@@ -568,19 +908,14 @@ def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor
         WeightsError: weights missing / unusable, or ImageNet unavailable with ``offline_fallback: none``
             (the message says how to supply the weights file).
     """
-    key = cfg.extractor.partition(":")[0]
-    factory = EXTRACTORS.get(key)
-    if factory is None:
-        raise ConfigError(
-            f"features.extractor: {cfg.extractor!r} is not allowed; allowed values: "
-            f"{', '.join(sorted(EXTRACTORS))}"
-        )
+    check_extractor_name(cfg.extractor)
+    factory = EXTRACTORS[cfg.extractor.partition(":")[0]]
     try:
         return factory(cfg, warn)
     except WeightsUnavailableError as e:
+        howto = weights_howto(e.app or _app_of(cfg.extractor))
         if cfg.offline_fallback != "phash":
-            raise WeightsUnavailableError(f"{e}; {weights_howto()}") from e
-        howto = weights_howto()
+            raise WeightsUnavailableError(f"{e}; {howto}", app=e.app) from e
         _warn(
             warn,
             f"{e}; using the weight-free phash extractor instead (features.offline_fallback). "

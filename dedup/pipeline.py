@@ -9,15 +9,15 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dedup.cluster import Group, dbscan_labels, form_groups
+from dedup.cluster import Clustering, Group, cluster_embeddings, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
-from dedup.errors import ImageError
+from dedup.errors import ConfigError, ImageError
 from dedup.features import Extractor, make_extractor
 from dedup.images import ImageFile, ImageRecord, Skipped, discover, open_image, stat_root
 from dedup.index import Embeddings, convert, neighbour_graph
@@ -40,7 +40,10 @@ class ScanResult:
         config: the configuration used.
         threshold: effective cosine-similarity threshold.
         chain_splits: images moved out of a DBSCAN cluster by the chaining guard.
-        seconds: wall time per phase: ``discover``, ``decode_extract``, ``index``, ``cluster``.
+        seconds: wall time per phase: ``discover``, ``decode_extract``, ``index``, ``cluster`` (and
+            ``grouping`` after :func:`cluster_collection`).
+        clustering: every image's cluster, after :func:`cluster_collection` (``group.method`` agglomerative
+            or kmeans); None otherwise.
     """
 
     paths: list[str]
@@ -53,6 +56,7 @@ class ScanResult:
     threshold: float
     chain_splits: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    clustering: Clustering | None = None
 
     @property
     def duplicates(self) -> int:
@@ -153,6 +157,64 @@ def find_duplicates(
         chain_splits=splits,
         seconds=seconds,
     )
+
+
+def cluster_collection(
+    result: ScanResult, config: Config | None = None, *, progress: ProgressFn | None = None
+) -> ScanResult:
+    """Put every scanned image into a cluster with ``config.group`` (agglomerative or kmeans).
+
+    Args:
+        result: a scan (its embeddings are clustered; mirror-image vectors are not used).
+        config: the configuration (``result.config`` when omitted); ``group`` and ``index`` sections.
+        progress: optional callback; phase ``grouping``.
+
+    Returns:
+        A copy of ``result`` with ``clustering`` set and ``seconds["grouping"]``.
+
+    Raises:
+        ConfigError: ``group.method`` is dbscan, or both ``group.clusters`` and
+            ``group.distance_threshold`` are given, or a distance threshold with kmeans.
+    """
+    config = config or result.config
+    g = config.group
+    if g.method == "dbscan":
+        raise ConfigError(
+            "group.method: dbscan forms duplicate groups (find_duplicates); allowed here: "
+            "agglomerative, kmeans"
+        )
+    if g.distance_threshold > 0 and g.clusters != AUTO:
+        raise ConfigError(
+            "group.clusters and group.distance_threshold: give one of them (--clusters N or "
+            "--distance-threshold D), not both"
+        )
+    if g.distance_threshold > 0 and g.method != "agglomerative":
+        raise ConfigError("group.distance_threshold: applies to --method agglomerative only")
+    if g.auto_min > g.auto_max:
+        raise ConfigError(f"group.auto_min ({g.auto_min}) is larger than group.auto_max ({g.auto_max})")
+    t0 = time.perf_counter()
+    if progress:
+        progress("grouping", 0, len(result.images))
+    clustering = cluster_embeddings(
+        result.embeddings,
+        method=g.method,
+        clusters=g.clusters,
+        distance_threshold=g.distance_threshold,
+        linkage=g.linkage,
+        exact_max=g.exact_max,
+        minibatch_above=g.minibatch_above,
+        auto_range=(g.auto_min, g.auto_max),
+        silhouette_sample=g.silhouette_sample,
+        seed=g.seed,
+        neighbours=config.index.neighbours,
+        n_trees=config.index.n_trees,
+        search_k=config.index.search_k,
+        index_seed=config.index.seed,
+    )
+    if progress:
+        progress("grouping", len(result.images), len(result.images))
+    seconds = {**result.seconds, "grouping": time.perf_counter() - t0}
+    return replace(result, clustering=clustering, seconds=seconds)
 
 
 _Loaded = tuple[ImageRecord, np.ndarray] | Skipped

@@ -44,6 +44,9 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
         groups.append({"id": number, "keep": images[group.keep].path, "members": members})
     params: dict[str, Any] = result.config.to_dict()
     params["threshold"] = result.threshold
+    extra: dict[str, Any] = {}
+    if result.clustering is not None:
+        extra = clusters_dict(result)
     return {
         "version": SCHEMA_VERSION,
         "tool": f"dedup {__version__}",
@@ -68,7 +71,58 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             {"path": r.path, "bytes": r.size, "mtime": r.mtime, "width": r.width, "height": r.height}
             for r in images
         ],
+        **extra,
     }
+
+
+def cluster_folder(cluster_id: int, n_clusters: int) -> str:
+    """Default folder name of a cluster: ``cluster-0001`` (zero-padded to at least 4 digits)."""
+    return f"cluster-{cluster_id:0{max(4, len(str(n_clusters)))}d}"
+
+
+def clusters_dict(result: ScanResult) -> dict[str, Any]:
+    """The report keys of a whole-collection clustering (added only when ``result.clustering`` is set).
+
+    ``clustering``: method, params, curve (``--clusters auto``). ``clusters``: one entry per cluster, largest
+    first: ``id`` (from 1), ``name`` (folder name, ``cluster-0001`` unless renamed with names.yaml),
+    ``size``, ``members`` (``path``, ``distance_to_centre`` as cosine distance, nearest first).
+    """
+    c = result.clustering
+    if c is None:
+        return {}
+    k = c.n_clusters
+    members: list[list[dict[str, Any]]] = [[] for _ in range(k)]
+    for i, (label, dist) in enumerate(zip(c.labels.tolist(), c.distances.tolist(), strict=True)):
+        members[label].append({"path": result.images[i].path, "distance_to_centre": round(dist, 6)})
+    clusters = []
+    for label, ms in enumerate(members):
+        ms.sort(key=lambda m: (m["distance_to_centre"], m["path"]))
+        cid = label + 1
+        clusters.append({"id": cid, "name": cluster_folder(cid, k), "size": len(ms), "members": ms})
+    return {
+        "clustering": {
+            "method": c.method,
+            "n_clusters": k,
+            "params": c.params,
+            "curve": [dict(p) for p in c.curve],
+        },
+        "clusters": clusters,
+    }
+
+
+CLUSTERS_CSV_COLUMNS = ("path", "cluster", "name", "distance_to_centre")
+
+
+def clusters_csv(report: dict[str, Any]) -> str:
+    """``clusters.csv``: one row per image of a clustering report: path, cluster id, cluster (folder) name,
+    cosine distance to the cluster's centre."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CLUSTERS_CSV_COLUMNS)
+    for cluster in report.get("clusters", []):
+        for m in cluster["members"]:
+            writer.writerow([m["path"], cluster["id"], cluster["name"], m["distance_to_centre"]])
+    return buf.getvalue()
 
 
 def skipped_reasons(report: dict[str, Any]) -> Counter[str]:
@@ -119,6 +173,16 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write ``report`` as JSON or CSV (by extension), atomically: a reader never sees half a file."""
     p = check_destination(path)
     text = to_csv(report) if p.suffix.lower() == ".csv" else to_json(report)
+    return _write_atomic(text, p)
+
+
+def write_clusters_csv(report: dict[str, Any], path: str | Path) -> Path:
+    """Write :func:`clusters_csv` of ``report`` to ``path`` (atomically; an existing file is replaced)."""
+    return _write_atomic(clusters_csv(report), check_destination(path))
+
+
+def _write_atomic(text: str, p: Path) -> Path:
+    """Write ``text`` to ``p`` through a temporary file in the same folder, then rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:

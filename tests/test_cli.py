@@ -112,7 +112,10 @@ def test_offline_without_fallback_is_a_clear_error(data, monkeypatch):
     [
         (["scan", "/no/such/folder", *PHASH], "does not exist"),
         (["scan", "{root}", "--threshold", "1.5", *PHASH], "cluster.threshold"),
-        (["scan", "{root}", "--features", "sift9"], "allowed values: vgg16, phash"),
+        (
+            ["scan", "{root}", "--features", "sift9"],
+            "allowed values: vgg16, resnet50, keras-model:PATH, phash",
+        ),
         (["scan", "{root}", *PHASH, "--report", "/no/such/dir/r.json"], "does not exist"),
         (["scan", "{root}", *PHASH, "--report", "{tmp}/r.txt"], "unsupported format"),
         (["scan", "{root}", *PHASH, "--config", "{tmp}/missing.yaml"], "cannot read config file"),

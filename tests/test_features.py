@@ -6,6 +6,7 @@ TensorFlow tests are marked ``tf``; they share one session-scoped pair of random
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -167,8 +168,10 @@ def test_make_extractor_phash_info() -> None:
 
 
 def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
-    with pytest.raises(ConfigError, match="allowed values: phash, vgg16"):
-        make_extractor(FeaturesConfig(extractor="resnet50"))
+    with pytest.raises(ConfigError, match="allowed values: vgg16, resnet50, keras-model:PATH, phash"):
+        make_extractor(FeaturesConfig(extractor="resnet9"))
+    with pytest.raises(ConfigError, match="keras-model needs a PATH"):
+        make_extractor(FeaturesConfig(extractor="keras-model:"))
 
 
 def test_registry_accepts_new_extractors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -519,7 +522,11 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     (home / "models").mkdir(parents=True)
     (home / "models" / VGG16_NOTOP_FILENAME).write_bytes(random_vgg.legacy_file.read_bytes())
     monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.setattr(features, "VGG16_NOTOP_URL", f"{http_404}/{VGG16_NOTOP_FILENAME}")
+    monkeypatch.setattr(
+        features.VGG16Extractor,
+        "app",
+        dataclasses.replace(features.VGG16_APP, notop_url=f"{http_404}/{VGG16_NOTOP_FILENAME}"),
+    )
     warned = _Warnings()
     ext = make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE), warn=warned)
     assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
@@ -527,3 +534,256 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     assert capsys.readouterr().out == ""  # Keras' cache notice went to stderr, not stdout
     with pytest.raises(WeightsError, match="--weights FILE"):
         make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="none"))
+
+
+# ------------------------------------------------------------------------------------------------ resnet50
+
+RESNET_SIDE = 32  # the smallest input Keras' ResNet50 accepts: 2 shared CPU cores
+
+
+@pytest.mark.tf
+def test_resnet50_constants_match_keras() -> None:
+    from keras.src.applications import resnet
+
+    assert features.RESNET50_NOTOP_URL == resnet.BASE_WEIGHTS_PATH + features.RESNET50_NOTOP_FILENAME
+    assert resnet.WEIGHTS_HASHES["resnet50"][1] == features.RESNET50_NOTOP_MD5
+    assert features.RESNET50_APP.notop_url == features.RESNET50_NOTOP_URL
+
+
+def test_resnet50_imagenet_unavailable_falls_back_with_its_own_howto(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(features, "_keras_get_file", _offline)
+    warned = _Warnings()
+    ext = make_extractor(FeaturesConfig(extractor="resnet50"), warn=warned)
+    assert isinstance(ext, PHashExtractor) and ext.info()["requested"] == "resnet50"
+    assert len(warned) == 1
+    for needle in (
+        "cannot obtain the ImageNet ResNet50 weights",
+        features.RESNET50_NOTOP_URL,
+        str(tmp_path / "keras" / "models" / features.RESNET50_NOTOP_FILENAME),
+    ):
+        assert needle in warned[0]
+    with pytest.raises(WeightsError, match="to use ResNet50"):
+        make_extractor(FeaturesConfig(extractor="resnet50", offline_fallback="none"))
+
+
+@dataclass(frozen=True)
+class _RandomResNet:
+    keras3_file: Path
+    legacy_file: Path
+    batch: np.ndarray
+    expected: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def random_resnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_RandomResNet]:
+    import warnings
+
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    root = tmp_path_factory.mktemp("resnet50-weights")
+    side = RESNET_SIDE
+    model = keras.applications.ResNet50(
+        include_top=False, weights=None, pooling="avg", input_shape=(side, side, 3)
+    )
+    rng = np.random.default_rng(3)
+    for var in model.weights:
+        shape = tuple(var.shape)
+        if len(shape) == 4:
+            value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:3])), shape)
+        elif var.path.endswith(("gamma", "moving_variance")):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            value = rng.normal(0.0, 0.1, shape)
+        var.assign(value.astype("float32"))
+    keras3_file = root / "random.weights.h5"
+    model.save_weights(keras3_file)
+    legacy_file = root / "random_notop.h5"
+    with h5py.File(legacy_file, "w") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    prep = features.ResNet50Extractor(input_size=side)
+    batch = np.stack([prep.prepare(make_photo(seed)) for seed in range(3)])
+    out = np.asarray(model(keras.applications.resnet50.preprocess_input(batch.copy()), training=False))
+    expected = out / np.linalg.norm(out, axis=1, keepdims=True)
+    yield _RandomResNet(keras3_file, legacy_file, batch, expected)
+    keras3_file.unlink()
+    legacy_file.unlink()  # ~95 MB each
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("which", ["keras3", "legacy", "imagenet_cache"])
+def test_resnet50_weights_really_load(
+    random_resnet: _RandomResNet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, which: str
+) -> None:
+    calls: list[dict[str, Any]] = []
+    weights = str(random_resnet.keras3_file if which == "keras3" else random_resnet.legacy_file)
+    if which == "imagenet_cache":
+
+        def get_file(**kwargs: Any) -> str:
+            calls.append(kwargs)
+            return str(random_resnet.legacy_file)
+
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+        monkeypatch.setattr(features, "_keras_get_file", get_file)
+        weights = "imagenet"
+    ext = make_extractor(FeaturesConfig(extractor="resnet50", weights=weights, input_size=RESNET_SIDE))
+    assert isinstance(ext, features.ResNet50Extractor)
+    vectors = ext.embed(random_resnet.batch)
+    assert vectors.shape == (3, 2048) and ext.dim == 2048
+    np.testing.assert_allclose(vectors, random_resnet.expected, atol=1e-4)
+    info = ext.info()
+    assert (info["name"], info["input_size"], info["fallback_used"]) == ("resnet50", RESNET_SIDE, False)
+    assert info["preprocessing"] == features.RESNET50_PREPROCESSING
+    assert ext.default_threshold == features.RESNET50_DEFAULT_THRESHOLD
+    if which == "imagenet_cache":
+        assert calls == [
+            {
+                "fname": features.RESNET50_NOTOP_FILENAME,
+                "origin": features.RESNET50_NOTOP_URL,
+                "cache_subdir": "models",
+                "file_hash": features.RESNET50_NOTOP_MD5,
+                "cache_dir": str(tmp_path / "kh"),
+            }
+        ]
+
+
+@pytest.mark.tf
+def test_resnet50_rejects_vgg16_weights_and_random_weights_are_not_degenerate(random_vgg: _RandomVGG) -> None:
+    with pytest.raises(WeightsError, match="does not fit ResNet50 without its top"):
+        make_extractor(
+            FeaturesConfig(extractor="resnet50", weights=str(random_vgg.legacy_file), input_size=RESNET_SIDE)
+        )
+    warned = _Warnings()
+    ext = make_extractor(FeaturesConfig(extractor="resnet50", weights="none", input_size=RESNET_SIDE), warned)
+    assert len(warned) == 1 and "untrained ResNet50" in warned[0]
+    prep = np.stack([ext.prepare(make_photo(s)) for s in range(2)])
+    v = ext.embed(prep)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)  # not all-zero vectors
+
+
+# --------------------------------------------------------------------------------------------- keras-model
+
+
+@pytest.fixture(scope="session")
+def keras_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny conv net with a feature-map output (.keras), a dense-output model accepting any input size
+    (.h5), a one-channel model and a model with a rank-3 output."""
+    import warnings
+
+    import keras
+
+    root = tmp_path_factory.mktemp("keras-models")
+    init = keras.initializers.RandomNormal(stddev=0.5, seed=1)
+    inp = keras.Input((24, 20, 3))
+    fmap = keras.layers.Conv2D(6, 3, activation="relu", kernel_initializer=init, bias_initializer="ones")(inp)
+    conv = keras.Model(inp, fmap)
+    inp2 = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", kernel_initializer=init)(inp2)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.Model(inp2, keras.layers.Dense(5, kernel_initializer=init, bias_initializer="ones")(x))
+    inp3 = keras.Input((16, 16, 1))
+    gray = keras.Model(
+        inp3, keras.layers.Flatten()(keras.layers.Conv2D(2, 8, strides=8, kernel_initializer=init)(inp3))
+    )
+    inp4 = keras.Input((8, 8, 3))
+    tokens = keras.Model(inp4, keras.layers.Reshape((64, 3))(inp4))
+    paths = {"conv": root / "conv.keras", "dense": root / "dense.h5", "gray": root / "gray.keras"}
+    conv.save(paths["conv"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense.save(paths["dense"])
+    gray.save(paths["gray"])
+    paths["tokens"] = root / "tokens.keras"
+    tokens.save(paths["tokens"])
+    return paths
+
+
+def _keras_model(path: Path, **kw: Any) -> Any:
+    return make_extractor(FeaturesConfig(extractor=f"keras-model:{path}", **kw))
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_keras_model_feature_map_is_pooled(keras_models: dict[str, Path], pooling: str) -> None:
+    import keras
+
+    ext = _keras_model(keras_models["conv"], pooling=pooling, preprocessing="scale01")
+    assert isinstance(ext, features.KerasModelExtractor)
+    assert ext.dim == 6 and ext.decode_size == 24
+    prepared = ext.prepare(make_photo(1))
+    assert prepared.shape == (24, 20, 3)  # (height, width) from the model's input shape
+    batch = np.stack([prepared, ext.prepare(make_photo(2))])
+    model = keras.saving.load_model(keras_models["conv"])
+    fmap = np.asarray(model(batch / 255.0))
+    pooled = fmap.mean(axis=(1, 2)) if pooling == "avg" else fmap.max(axis=(1, 2))
+    np.testing.assert_allclose(
+        ext.embed(batch), pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-5
+    )
+    info = ext.info()
+    assert info["model_file"] == str(keras_models["conv"]) and info["input_size"] == [24, 20]
+    assert info["pooling"] == pooling and "scale01" in info["preprocessing"]
+    assert info["model_sha256"] == hashlib.sha256(keras_models["conv"].read_bytes()).hexdigest()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("mode", ["none", "caffe", "tf", "torch"])
+def test_keras_model_vector_output_any_input_size_and_preprocessing(
+    keras_models: dict[str, Path], mode: str
+) -> None:
+    import keras
+
+    ext = _keras_model(keras_models["dense"], input_size=40, preprocessing=mode)
+    assert ext.dim == 5 and ext.info()["input_size"] == [40, 40] and ext.info()["pooling"] is None
+    batch = np.stack([ext.prepare(make_photo(s)) for s in range(3)])
+    model = keras.saving.load_model(keras_models["dense"], compile=False)
+    x = (
+        batch.copy()
+        if mode == "none"
+        else keras.applications.imagenet_utils.preprocess_input(batch.copy(), mode=mode)
+    )
+    out = np.asarray(model(x))
+    np.testing.assert_allclose(ext.embed(batch), out / np.linalg.norm(out, axis=1, keepdims=True), atol=1e-5)
+
+
+@pytest.mark.tf
+def test_keras_model_gray_input_and_pipeline(keras_models: dict[str, Path], tmp_path: Path) -> None:
+    from dedup.config import load_config
+    from dedup.pipeline import find_duplicates
+
+    ext = _keras_model(keras_models["gray"])
+    assert ext.prepare(make_photo(1)).shape == (16, 16, 1) and ext.dim == 8
+    for i in range(3):
+        make_photo(i).save(tmp_path / f"{i}.png")
+    make_photo(0).resize((160, 120)).save(tmp_path / "0_small.png")
+    cfg = load_config(
+        overrides={"features.extractor": f"keras-model:{keras_models['gray']}", "cluster.threshold": 0.99}
+    )
+    result = find_duplicates([tmp_path], cfg)
+    assert result.embeddings.vectors.shape == (4, 8) and result.extractor["name"] == "keras-model"
+    assert any(
+        {Path(result.images[m].path).name for m in g.members} >= {"0.png", "0_small.png"}
+        for g in result.groups
+    )
+
+
+@pytest.mark.tf
+def test_keras_model_errors(keras_models: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="model file not found"):
+        _keras_model(tmp_path / "missing.keras")
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip file at all")
+    with pytest.raises(WeightsError, match="cannot load .* as a Keras model"):
+        _keras_model(junk)
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"x")
+    with pytest.raises(WeightsError, match="expected a .keras or .h5 file"):
+        _keras_model(other)
+    with pytest.raises(WeightsError, match="rank 3; supported outputs are a vector"):
+        _keras_model(keras_models["tokens"])
+    with pytest.raises(ConfigError, match="needs RGB input"):
+        _keras_model(keras_models["gray"], preprocessing="caffe")
