@@ -52,6 +52,9 @@ PHASES = {
     "extract": "Decoding + extracting",
     "index": "Building neighbour graph",
     "cluster": "Clustering",
+    "map": "Laying out the map",
+    "thumbnails": "Making thumbnails",
+    "tune": "Sweeping thresholds",
 }
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -287,7 +290,8 @@ def scan(
         typer.Option(
             "--report",
             "-r",
-            help="Write the report to FILE.json or FILE.csv (repeatable).",
+            help="Write the report to FILE.json, FILE.csv or FILE.html (repeatable; HTML is one "
+            "self-contained page with thumbnails and a map).",
             show_default=False,
         ),
     ] = None,
@@ -309,8 +313,18 @@ def scan(
         destinations = [reports.check_destination(p) for p in report or []]
         result = run_scan(paths, cfg)
         data = reports.to_dict(result)
+        html_extras: dict[str, Any] = {}
+        if any(dest.suffix.lower() == ".html" for dest in destinations):
+            with ProgressReporter(stderr) as progress:
+                progress("map", 0, 1)
+                html_extras["coordinates"] = reports.map_coordinates(result.embeddings.vectors)
+                progress("map", 1, 1)
+                members = [m["path"] for g in data["groups"] for m in g["members"]]
+                html_extras["thumbnails"] = reports.make_thumbnails(
+                    members, max_pixels=cfg.decode.max_pixels, progress=progress
+                )
         for dest in destinations:
-            reports.write_report(data, dest)
+            reports.write_report(data, dest, **(html_extras if dest.suffix.lower() == ".html" else {}))
         render_summary(data, stderr if json_out else stdout, top=top)
         for dest in destinations:
             (stderr if json_out else stdout).print(
