@@ -966,16 +966,11 @@ def tune(
         table = Table(
             title=f"dedup tune ({result.images} images, {result.extractor['name']})", title_justify="left"
         )
-        for name in (
-            "Threshold",
-            "Groups",
-            "Duplicates",
-            "Grouped",
-            "Chain splits",
-            "Silhouette",
-            "Davies–Bouldin",
-            "Calinski–Harabasz",
-        ):
+        table.caption = (
+            "Dups = duplicate images, Splits = chain splits, Silh. = silhouette, DB = Davies–Bouldin, "
+            "CH = Calinski–Harabasz (scores on grouped images only)"
+        )
+        for name in ("Threshold", "Groups", "Dups", "Grouped", "Splits", "Silh.", "DB", "CH"):
             table.add_column(name, justify="right")
         for row in result.rows:
             mark = row.threshold == result.suggested
