@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import shutil
 import time
 from typing import Any
 
@@ -202,17 +201,11 @@ def synthetic_report(n_groups: int, root: str = "/nonexistent/dedup-html-test") 
 # ------------------------------------------------------------------------------------------ real browser
 
 
-@pytest.fixture
-def browser(tmp_path, monkeypatch):
-    """Headless Chromium via selenium and the system chromedriver; nothing is downloaded.
-
-    Skips when Chromium, chromedriver or selenium is missing on a developer machine; with CI=true a
-    missing browser is a failure (``.ci/run`` installs it).
-    """
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.path.exists(p) or shutil.which(p))]
+def skip_or_fail_without_browser(chromium: str, chromedriver: str) -> None:
+    """Skip (developer machine) or fail (``CI=true``) when Chromium, chromedriver or selenium is missing."""
+    missing = [p for p in (chromium, chromedriver) if not os.access(p, os.X_OK)]
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:
         missing.append("the selenium package (pip install -e '.[dev]')")
     if missing:
@@ -222,6 +215,29 @@ def browser(tmp_path, monkeypatch):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+def test_missing_browser_skips_locally_but_fails_in_ci(monkeypatch, tmp_path):
+    absent = str(tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-chromium"):
+        skip_or_fail_without_browser(absent, CHROMEDRIVER)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no-chromium"):
+        skip_or_fail_without_browser(absent, CHROMEDRIVER)
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    """Headless Chromium via selenium and the system chromedriver; nothing is downloaded.
+
+    Skips when Chromium, chromedriver or selenium is missing on a developer machine; with CI=true a
+    missing browser is a failure (``.ci/run`` installs it).
+    """
+    skip_or_fail_without_browser(CHROMIUM, CHROMEDRIVER)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never try to download anything
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
