@@ -161,6 +161,34 @@ def neighbour_graph(
     n = len(embeddings)
     if n < 2:
         return sp.csr_matrix((n, n), dtype=np.float64)
+    rows, cols = candidate_pairs(
+        embeddings, k=k, n_trees=n_trees, search_k=search_k, seed=seed, progress=progress
+    )
+    return _graph_from_candidates(embeddings, rows, cols, eps)
+
+
+def candidate_pairs(
+    embeddings: Embeddings,
+    *,
+    k: int,
+    n_trees: int,
+    search_k: int = -1,
+    seed: int = 42,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's approximate ``k`` nearest neighbours from an Annoy forest, as candidate pairs.
+
+    Each image is queried with its vector and, when present, its mirror image's vector (so a flipped copy
+    is found); the image itself is left out. Distances are not computed here: callers recompute them
+    exactly with :meth:`Embeddings.similarity` (:func:`neighbour_graph`, ``dedup.tune``).
+
+    Returns:
+        ``(rows, cols)``: int64 arrays of equal length; ``cols[i]`` is a candidate neighbour of ``rows[i]``.
+        A pair may appear more than once (found directly and mirrored). Empty for fewer than 2 images.
+    """
+    n = len(embeddings)
+    if n < 2:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed)
     mirrored = embeddings.mirrored
     kk = min(k + 1, n)
@@ -178,7 +206,19 @@ def neighbour_graph(
             cols.append(nns)
         if progress:
             progress("index", stop, n)
-    return _graph_from_candidates(embeddings, np.concatenate(rows), np.concatenate(cols), eps)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def graph_from_pairs(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, eps: float) -> sp.csr_matrix:
+    """The neighbour graph of :func:`neighbour_graph` built from given candidate pairs (see there).
+
+    Lets a caller query the Annoy forest once (:func:`candidate_pairs`) and build graphs for several
+    ``eps``: the result equals ``neighbour_graph(..., eps=eps)`` for the same candidates.
+    """
+    n = len(embeddings)
+    if n < 2 or len(rows) == 0:
+        return sp.csr_matrix((n, n), dtype=np.float64)
+    return _graph_from_candidates(embeddings, rows, cols, eps)
 
 
 def _graph_from_candidates(

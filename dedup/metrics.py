@@ -439,6 +439,20 @@ def _report_skipped(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _report_images(report: Mapping[str, Any]) -> list[str] | None:
+    """Normalised paths of the report's ``images`` list (every decoded image), or None without one."""
+    images = report.get("images")
+    if not isinstance(images, list):
+        return None
+    out = []
+    for entry in images:
+        path = entry.get("path") if isinstance(entry, Mapping) else None
+        if not isinstance(path, str) or not path:
+            raise InputError("report has an 'images' entry without a 'path'")
+        out.append(_norm(path))
+    return out
+
+
 def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
@@ -481,9 +495,13 @@ def evaluate_report(
              "metrics": clustering_scores(...)          # see clustering_scores for its keys
              "coverage": {"truth_items": int,           # scored truth rows (= metrics["items"])
                           "in_report_groups": int,      # of those, found in some report group
-                          "outside_scanned_paths": [str, ...]},  # scored rows under none of report["paths"]
+                          "outside_scanned_paths": [str, ...],    # scored rows under none of report["paths"]
                                                                   # (empty if the report has no "paths"
                                                                   # or match="name")
+                          "not_scanned": [str, ...] | None,  # scored rows the scan never saw: in no
+                                                  # group, not in "images", not skipped (None when the
+                                                  # report has no "images" list); scored as singletons
+                          "skipped_by_scan": [str, ...]},    # scored rows the scan skipped as unreadable
              "unmatched": {"count": int, "paths": [str, ...]},    # report group members not in the truth
              "excluded": {"group_ids": [str, ...], "rows": int,
                           "skipped": int,                # excluded rows found in report["skipped"]
@@ -552,6 +570,11 @@ def evaluate_report(
     if match == "name":
         roots = []  # truth paths need not be where the scan looked: only their names matter
     skipped_keys = {key_of(p) for p in skipped}
+    decoded = _report_images(report)
+    not_scanned: list[str] | None = None
+    if decoded is not None:
+        seen = {key_of(p) for p in decoded} | set(member_group) | skipped_keys
+        not_scanned = sorted(row.path for key, row in scored if key not in seen)
     return {
         "match": match,
         "truth_file": truth.source,
@@ -562,6 +585,8 @@ def evaluate_report(
             "outside_scanned_paths": sorted(
                 row.path for _, row in scored if roots and not _under(row.path, roots)
             ),
+            "not_scanned": not_scanned,
+            "skipped_by_scan": sorted(row.path for key, row in scored if key in skipped_keys),
         },
         "unmatched": {"count": len(unmatched), "paths": sorted(unmatched)},
         "excluded": {

@@ -17,10 +17,10 @@ import numpy as np
 
 from dedup.cluster import Clustering, Group, cluster_embeddings, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
-from dedup.errors import ConfigError, ImageError
+from dedup.errors import ConfigError, ImageError, InputError
 from dedup.features import Extractor, make_extractor
 from dedup.images import ImageFile, ImageRecord, Skipped, discover, open_image, stat_root
-from dedup.index import Embeddings, convert, neighbour_graph
+from dedup.index import Embeddings, build_index, convert, neighbour_graph
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 WarnFn = Callable[[str], None]
@@ -289,3 +289,178 @@ def _decoded_batches(
                 yield [fut.result() for fut in pending.pop(0)]
         for futures in pending:
             yield [fut.result() for fut in futures]
+
+
+# ------------------------------------------------------------------------------- features of a collection
+
+
+@dataclass
+class Collection:
+    """The decoded images under some paths and their features (the input of ``similar`` and ``tune``).
+
+    Attributes:
+        paths: absolute roots that were scanned.
+        images: every image that decoded, aligned with the rows of ``embeddings``.
+        embeddings: their feature vectors (and mirror-image vectors when ``features.mirror`` is on).
+        skipped: files that could not be used, with reasons.
+        extractor: the extractor that ran (after any offline fallback); embeds query images too.
+        config: the configuration used.
+        seconds: wall time of ``discover`` and ``decode_extract``.
+    """
+
+    paths: list[str]
+    images: list[ImageRecord]
+    embeddings: Embeddings
+    skipped: list[Skipped]
+    extractor: Extractor
+    config: Config
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def collect_features(
+    paths: Sequence[str | Path],
+    config: Config | None = None,
+    *,
+    exclude: Sequence[Path] = (),
+    progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
+) -> Collection:
+    """Discover, decode and embed the images under ``paths``; no grouping.
+
+    This is the one place ``similar`` and ``tune`` get their features from (a feature cache plugs in
+    here, around :func:`extract_features`). Reads files, never modifies anything.
+
+    Args:
+        paths: folders and/or image files.
+        config: configuration (defaults when omitted).
+        exclude: folders or files not to scan, compared by identity (e.g. the query image of ``similar``).
+        progress: optional callback ``(phase, done, total)``; phases ``discover``, ``extract``.
+        warn: optional callback for one-line warnings (e.g. the offline fallback).
+
+    Raises:
+        InputError: a path does not exist.
+        WeightsError: model weights cannot be obtained and no fallback is allowed.
+    """
+    config = config or Config()
+    seconds: dict[str, float] = {}
+    for path in paths:
+        stat_root(path)
+    extractor = make_extractor(config.features, warn=warn)
+    t0 = time.perf_counter()
+    if progress:
+        progress("discover", 0, None)
+    files, skipped = discover(paths, config.discover, exclude=exclude, progress=progress)
+    seconds["discover"] = time.perf_counter() - t0
+    if progress:
+        progress("discover", len(files), len(files))
+    t0 = time.perf_counter()
+    images, embeddings, failed = extract_features(files, extractor, config, progress=progress)
+    seconds["decode_extract"] = time.perf_counter() - t0
+    return Collection(
+        paths=[os.path.abspath(p) for p in paths],
+        images=images,
+        embeddings=embeddings,
+        skipped=sorted(skipped + failed, key=lambda s: s.path),
+        extractor=extractor,
+        config=config,
+        seconds=seconds,
+    )
+
+
+# ----------------------------------------------------------------------------------------- similarity search
+
+
+@dataclass(frozen=True)
+class Match:
+    """One result of :func:`find_similar`.
+
+    Attributes:
+        image: the matching image.
+        similarity: cosine similarity to the query image, in [-1, 1].
+        mirrored: True when the best match was with the mirror image of one of the two.
+    """
+
+    image: ImageRecord
+    similarity: float
+    mirrored: bool
+
+
+@dataclass
+class SimilarResult:
+    """What :func:`find_similar` found.
+
+    Attributes:
+        query: the query image (decoded).
+        matches: up to ``k`` images, most similar first (ties broken by path).
+        collection: the images searched, their features and skipped files.
+    """
+
+    query: ImageRecord
+    matches: list[Match]
+    collection: Collection
+
+    @property
+    def extractor(self) -> dict[str, Any]:
+        return self.collection.extractor.info()
+
+
+def find_similar(
+    image: str | Path,
+    paths: Sequence[str | Path],
+    config: Config | None = None,
+    *,
+    k: int = 10,
+    progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
+) -> SimilarResult:
+    """The ``k`` images under ``paths`` most similar to ``image``.
+
+    The collection's features come from :func:`collect_features`; the query is embedded by the same
+    extractor with the same configuration (:func:`extract_features`, mirror image included when
+    ``features.mirror`` is on). Candidates come from an Annoy forest (``index`` settings of ``config``)
+    queried with the query's vector and its mirror image's; their similarity is then computed exactly with
+    :meth:`Embeddings.similarity`, so a flipped copy matches as well as a direct one. The query file itself
+    (by identity, also through a symlink) is never among the results.
+
+    Raises:
+        InputError: ``image`` or a path does not exist, or ``image`` cannot be decoded; ``k`` < 1.
+        WeightsError: model weights cannot be obtained and no fallback is allowed.
+    """
+    if k < 1:
+        raise InputError(f"k must be at least 1, not {k}")
+    config = config or Config()
+    query_path, st = stat_root(image)
+    if not os.path.isfile(query_path):
+        raise InputError(f"query image {image} is not a file")
+    collection = collect_features(paths, config, exclude=[Path(query_path)], progress=progress, warn=warn)
+    query_file = ImageFile(path=query_path, size=st.st_size, mtime=st.st_mtime)
+    decoded, query_emb, failed = extract_features([query_file], collection.extractor, config)
+    if failed:
+        raise InputError(f"cannot use query image {image}: {failed[0].reason}")
+    n = len(collection.images)
+    if n == 0:
+        return SimilarResult(query=decoded[0], matches=[], collection=collection)
+
+    emb = collection.embeddings
+    combined = Embeddings(
+        np.concatenate([emb.vectors, query_emb.vectors]),
+        None
+        if emb.mirrored is None or query_emb.mirrored is None
+        else np.concatenate([emb.mirrored, query_emb.mirrored]),
+    )
+    if progress:
+        progress("index", 0, n)
+    index = build_index(emb.vectors, n_trees=config.index.n_trees, seed=config.index.seed)
+    want = min(n, max(2 * k, k + 10))  # Annoy is approximate: ask for more, rank exactly
+    found = set(index.get_nns_by_vector(query_emb.vectors[0], want, config.index.search_k))
+    if query_emb.mirrored is not None:
+        found.update(index.get_nns_by_vector(query_emb.mirrored[0], want, config.index.search_k))
+    if progress:
+        progress("index", n, n)
+    candidates = np.fromiter(sorted(found), dtype=np.int64)
+    sims, flips = combined.similarity(candidates, np.full(len(candidates), n))
+    order = sorted(range(len(candidates)), key=lambda j: (-sims[j], collection.images[candidates[j]].path))[
+        :k
+    ]
+    matches = [Match(collection.images[candidates[j]], float(sims[j]), bool(flips[j])) for j in order]
+    return SimilarResult(query=decoded[0], matches=matches, collection=collection)

@@ -1,27 +1,37 @@
-"""Reports of a scan: a plain dict with a stable schema (version 1), written as JSON or CSV.
+"""Reports of a scan: a plain dict with a stable schema (version 1), written as JSON, CSV or HTML.
 
-The schema is documented in the README. Paths are absolute. ``members`` includes the kept image.
+The schema is documented in the README. Paths are absolute. ``members`` includes the kept image. The HTML
+report is rendered from the same dict plus thumbnails and optional map coordinates
+(:func:`to_html`); its page template is ``dedup/templates/report.html``.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 import json
 import os
+import re
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dedup import __version__
 from dedup.errors import InputError
 from dedup.pipeline import ScanResult
 
 SCHEMA_VERSION = 1
-FORMATS = (".json", ".csv")
+FORMATS = (".json", ".csv", ".html")
 CSV_COLUMNS = ("group_id", "path", "kept", "similarity", "bytes", "width", "height")
+
+ProgressFn = Callable[[str, int, "int | None"], None]
 
 
 def to_dict(result: ScanResult) -> dict[str, Any]:
@@ -169,29 +179,77 @@ def check_destination(path: str | Path) -> Path:
     return p
 
 
-def write_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Write ``report`` as JSON or CSV (by extension), atomically: a reader never sees half a file."""
+def write_report(
+    report: dict[str, Any],
+    path: str | Path,
+    *,
+    coordinates: np.ndarray | None = None,
+    thumbnails: Mapping[str, str | None] | None = None,
+    progress: ProgressFn | None = None,
+) -> Path:
+    """Write ``report`` as JSON, CSV or HTML (by extension), atomically: a reader never sees half a file.
+
+    Args:
+        report: the report dict.
+        path: destination; ``.json``, ``.csv`` or ``.html``.
+        coordinates: HTML only: map coordinates aligned with ``report["images"]`` (no map when omitted).
+        thumbnails: HTML only: path -> base64 JPEG; made from the files with :func:`make_thumbnails`
+            (reporting phase ``thumbnails`` to ``progress``) when omitted.
+        progress: optional callback ``(phase, done, total)``.
+    """
     p = check_destination(path)
-    text = to_csv(report) if p.suffix.lower() == ".csv" else to_json(report)
-    return _write_atomic(text, p)
+    suffix = p.suffix.lower()
+    if suffix == ".html":
+        if thumbnails is None:
+            max_pixels = report.get("params", {}).get("decode", {}).get("max_pixels", 178_956_970)
+            members = [m["path"] for g in report["groups"] for m in g["members"]]
+            thumbnails = make_thumbnails(members, max_pixels=max_pixels, progress=progress)
+        text = to_html(report, thumbnails=thumbnails, coordinates=coordinates)
+    else:
+        text = to_csv(report) if suffix == ".csv" else to_json(report)
+    return write_text(p, text, what="report")
 
 
 def write_clusters_csv(report: dict[str, Any], path: str | Path) -> Path:
     """Write :func:`clusters_csv` of ``report`` to ``path`` (atomically; an existing file is replaced)."""
-    return _write_atomic(clusters_csv(report), check_destination(path))
+    return write_text(check_destination(path), clusters_csv(report), what="clusters file")
 
 
-def _write_atomic(text: str, p: Path) -> Path:
-    """Write ``text`` to ``p`` through a temporary file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+def write_text(path: str | Path, text: str, *, what: str = "file") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file + rename).
+
+    Raises:
+        InputError: the file cannot be written (``what`` names it in the message).
+    """
+    p = Path(path)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else "."
+        )
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, p)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write report {p}: {e.strerror or e}") from e
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"cannot write {what} {p}: {e.strerror or e}") from e
     return p
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (other threads may create files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -212,3 +270,271 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("version") != SCHEMA_VERSION or "groups" not in data:
         raise InputError(f"{p} is not a dedup report of schema version {SCHEMA_VERSION}")
     return data
+
+
+# ------------------------------------------------------------------------------------------------- HTML
+
+THUMBNAIL_SIZE = 160  # longest side in pixels of the thumbnails embedded in the HTML report
+THUMBNAIL_QUALITY = 70  # their JPEG quality
+PAGE_SIZE = 50  # groups per page of the HTML report
+TSNE_MAX_IMAGES = 5000  # map_coordinates uses t-SNE up to this many images, PCA above (t-SNE gets slow)
+MAP_WIDTH, MAP_HEIGHT = 960, 540  # SVG user units of the collection map
+
+
+def map_coordinates(vectors: np.ndarray, *, method: str = "auto", random_state: int = 0) -> np.ndarray:
+    """2-D coordinates of feature vectors for the collection map of the HTML report.
+
+    Args:
+        vectors: float array of shape (n_images, dim), e.g. ``ScanResult.embeddings.vectors``.
+        method: ``"tsne"`` (scikit-learn's Barnes-Hut t-SNE, cosine metric, PCA initialisation),
+            ``"pca"``, or ``"auto"``: t-SNE up to :data:`TSNE_MAX_IMAGES` images, PCA above.
+        random_state: seed; equal inputs give equal maps.
+
+    Returns:
+        float64 array of shape (n_images, 2); all zeros for fewer than 3 images or identical vectors.
+    """
+    if method not in ("auto", "tsne", "pca"):
+        raise ValueError(f"method must be auto, tsne or pca, not {method!r}")
+    x = np.asarray(vectors, dtype=np.float64)
+    n = len(x)
+    if n < 3 or x.ndim != 2 or np.allclose(x, x[0]):
+        return np.zeros((n, 2), dtype=np.float64)
+    if method == "pca" or (method == "auto" and n > TSNE_MAX_IMAGES) or n < 5:
+        from sklearn.decomposition import PCA
+
+        out = PCA(n_components=min(2, x.shape[1]), random_state=random_state).fit_transform(x)
+        if out.shape[1] < 2:
+            out = np.hstack([out, np.zeros((n, 1))])
+        return np.asarray(out, dtype=np.float64)
+    from sklearn.manifold import TSNE
+
+    tsne = TSNE(
+        n_components=2,
+        perplexity=float(min(30.0, (n - 1) / 3)),
+        metric="cosine",
+        init="pca",
+        learning_rate="auto",
+        random_state=random_state,
+    )
+    return np.asarray(tsne.fit_transform(x), dtype=np.float64)
+
+
+def thumbnail(path: str, *, size: int = THUMBNAIL_SIZE, max_pixels: int = 178_956_970) -> str | None:
+    """A JPEG thumbnail (longest side ``size``) of one image as base64 text, or None if it cannot be read.
+
+    Decoding goes through :func:`dedup.images.open_image` (EXIF orientation, CMYK, 16-bit, ... handled);
+    a file that vanished or broke since the scan gives None (the report shows a placeholder).
+    """
+    from PIL import Image
+
+    from dedup.errors import ImageError
+    from dedup.images import open_image
+
+    try:
+        image, _, _ = open_image(path, max_pixels=max_pixels, draft_size=size)
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    except (ImageError, OSError):
+        return None
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def make_thumbnails(
+    paths: Sequence[str],
+    *,
+    size: int = THUMBNAIL_SIZE,
+    max_pixels: int = 178_956_970,
+    progress: ProgressFn | None = None,
+) -> dict[str, str | None]:
+    """:func:`thumbnail` of each path (decoded in worker threads): path -> base64 JPEG or None."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    unique = list(dict.fromkeys(paths))
+    out: dict[str, str | None] = {}
+    if progress:
+        progress("thumbnails", 0, len(unique))
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dedup-thumb") as pool:
+        for done, (path, thumb) in enumerate(
+            zip(
+                unique,
+                pool.map(lambda p: thumbnail(p, size=size, max_pixels=max_pixels), unique),
+                strict=True,
+            ),
+            start=1,
+        ):
+            out[path] = thumb
+            if progress and (done % 50 == 0 or done == len(unique)):
+                progress("thumbnails", done, len(unique))
+    return out
+
+
+def _json_for_script(data: Any) -> str:
+    """JSON safe inside ``<script type="application/json">``: no ``<``, ``>``, ``&`` can end the element."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _group_colour(group_id: int) -> str:
+    """A distinct-looking colour per group (golden-angle hues)."""
+    return f"hsl({(group_id * 137.508) % 360:.1f},70%,42%)"
+
+
+def map_svg(report: dict[str, Any], coordinates: np.ndarray | None) -> str:
+    """The collection map: an inline SVG scatter of ``report["images"]`` at ``coordinates``.
+
+    Points are coloured by group (images in no group grey, drawn first); each has a ``<title>`` with its
+    file name (and group) and a ``data-path`` the page uses to filter on click. Empty string without
+    coordinates or images.
+    """
+    images = report.get("images") or []
+    if coordinates is None or not len(images):
+        return ""
+    xy = np.asarray(coordinates, dtype=np.float64)
+    if xy.shape != (len(images), 2):
+        raise ValueError(f"coordinates have shape {xy.shape}, expected ({len(images)}, 2)")
+    group_of = {m["path"]: g["id"] for g in report["groups"] for m in g["members"]}
+    pad = 12.0
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    px = pad + (xy[:, 0] - lo[0]) / span[0] * (MAP_WIDTH - 2 * pad)
+    py = pad + (1.0 - (xy[:, 1] - lo[1]) / span[1]) * (MAP_HEIGHT - 2 * pad)
+    order = sorted(range(len(images)), key=lambda i: group_of.get(images[i]["path"]) is not None)
+    parts = [
+        f'<svg id="map" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {MAP_WIDTH} {MAP_HEIGHT}" '
+        f'role="img" aria-label="Map of all {len(images)} images">'
+    ]
+    for i in order:
+        path = images[i]["path"]
+        gid = group_of.get(path)
+        name = os.path.basename(path)
+        label = f"{name} (group {gid})" if gid is not None else f"{name} (no group)"
+        colour = _group_colour(gid) if gid is not None else "#b5b5b5"
+        radius = 4.5 if gid is not None else 3
+        parts.append(
+            f'<circle cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="{radius}" fill="{colour}" '
+            f'class="{"pt grouped" if gid is not None else "pt"}" data-path="{html.escape(path)}">'
+            f"<title>{html.escape(label)}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _header_html(report: dict[str, Any]) -> str:
+    stats = report["stats"]
+    ex = report.get("extractor", {})
+    extractor = str(ex.get("name", "?"))
+    if ex.get("fallback_used"):
+        extractor += f" (fallback for {ex.get('requested')})"
+    figures = [
+        ("Images found", stats["images"] + stats["skipped"]),
+        ("Decoded", stats["images"]),
+        ("Skipped", stats["skipped"]),
+        ("Duplicate groups", stats["groups"]),
+        ("Duplicate images", stats["duplicates"]),
+        ("Reclaimable", _human_bytes(stats["reclaimable_bytes"])),
+        ("Chain splits", stats["chain_splits"]),
+    ]
+    cards = "".join(
+        f'<div class="fig"><div class="v">{html.escape(str(v))}</div>'
+        f'<div class="k">{html.escape(k)}</div></div>'
+        for k, v in figures
+    )
+    params = report.get("params", {})
+    rows = [("Scanned", ", ".join(report.get("paths", []))), ("Extractor", extractor)]
+    rows.append(("Threshold (cosine similarity)", f"{params.get('threshold', float('nan')):.3f}"))
+    for section, values in params.items():
+        if isinstance(values, dict):
+            rows.append((section, ", ".join(f"{k}={v}" for k, v in values.items())))
+    rows.append(("Created", f"{report.get('created', '')} by {report.get('tool', 'dedup')}"))
+    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<div class="figs">{cards}</div><table class="params">{table}</table>'
+
+
+def _skipped_html(report: dict[str, Any]) -> str:
+    skipped = report.get("skipped") or []
+    if not skipped:
+        return "<p>No files were skipped.</p>"
+    reasons = skipped_reasons(report)
+    summary = ", ".join(f"{html.escape(r)}: {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    rows = "".join(
+        f"<tr><td>{html.escape(s['path'])}</td><td>{html.escape(s['reason'])}</td></tr>" for s in skipped
+    )
+    return (
+        f'<details id="skipped"><summary>{len(skipped)} skipped files ({summary})</summary>'
+        f'<table class="skipped"><thead><tr><th>File</th><th>Reason</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table></details>"
+    )
+
+
+def to_html(
+    report: dict[str, Any],
+    *,
+    thumbnails: Mapping[str, str | None],
+    coordinates: np.ndarray | None = None,
+    page_size: int = PAGE_SIZE,
+) -> str:
+    """The self-contained HTML report: inline CSS/JS, thumbnails as data URIs, no network access.
+
+    Args:
+        report: the report dict (:func:`to_dict` or :func:`load_report`).
+        thumbnails: path -> base64 JPEG (or None for a placeholder), see :func:`make_thumbnails`;
+            paths not in it get a placeholder too.
+        coordinates: optional (n_images, 2) map coordinates aligned with ``report["images"]``
+            (:func:`map_coordinates`); no map without them.
+        page_size: groups per page.
+
+    Everything taken from the report is escaped (HTML text and attributes with ``html.escape``; the
+    embedded JSON with ``<``, ``>``, ``&`` as ``\\u`` escapes; the page's script sets text with
+    ``textContent``), so any file name is displayed as is.
+    """
+    from importlib.resources import files
+
+    groups = sorted(report["groups"], key=lambda g: (-len(g["members"]), g["id"]))
+    data = {
+        "pageSize": max(1, int(page_size)),
+        "groups": [
+            {
+                "id": g["id"],
+                "keep": g["keep"],
+                "members": [
+                    {
+                        "path": m["path"],
+                        "sim": m["similarity_to_keep"],
+                        "bytes": m["bytes"],
+                        "w": m["width"],
+                        "h": m["height"],
+                        "mirrored": bool(m.get("mirrored", False)),
+                    }
+                    for m in g["members"]
+                ],
+            }
+            for g in groups
+        ],
+        "thumbs": {m["path"]: thumbnails.get(m["path"]) for g in groups for m in g["members"]},
+    }
+    svg = map_svg(report, coordinates)
+    fields = {
+        "TITLE": html.escape(f"dedup report — {', '.join(report.get('paths', []))}"),
+        "HEADER": _header_html(report),
+        "MAP": svg or '<p class="muted">No map (no coordinates were given, or no images).</p>',
+        "SKIPPED": _skipped_html(report),
+        "DATA": _json_for_script(data),
+    }
+    template = files("dedup").joinpath("templates/report.html").read_text(encoding="utf-8")
+    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: fields[m.group(1)], template)

@@ -457,7 +457,13 @@ def test_evaluate_report_scores_groups_and_checks_corrupt_rows(scene: tuple[Trut
     assert m["bcubed_precision"] == pytest.approx(5 / 6)
     assert m["bcubed_recall"] == pytest.approx(11 / 18)
     assert (m["true_groups"], m["predicted_groups"]) == (2, 2)
-    assert result["coverage"] == {"truth_items": 6, "in_report_groups": 4, "outside_scanned_paths": []}
+    assert result["coverage"] == {
+        "truth_items": 6,
+        "in_report_groups": 4,
+        "outside_scanned_paths": [],
+        "not_scanned": None,  # this report has no "images" list
+        "skipped_by_scan": [],
+    }
     assert result["unmatched"] == {"count": 1, "paths": [p["z"]]}
     assert result["excluded"] == {
         "group_ids": ["CORRUPT"],

@@ -1,0 +1,487 @@
+"""Choosing the similarity threshold: sweep it over features extracted once (``dedup tune``).
+
+Why a module of its own: a sweep is an analysis *across* the stages (index, cluster) rather than a stage,
+and it needs pieces of several of them at once; ``cluster.py`` stays about forming one grouping.
+
+For each threshold the grouping is exactly what ``find_duplicates`` would report: the Annoy forest is
+queried once (:func:`dedup.index.candidate_pairs`, the same candidates ``neighbour_graph`` uses), the
+graph of the loosest threshold is built once, and every stricter threshold keeps the edges within its own
+``eps`` before DBSCAN and the chaining guard (:func:`dedup.cluster.form_groups`) run again. Features are
+never extracted twice.
+
+Measures per threshold:
+
+* ``groups``, ``duplicates`` (images that could go), ``grouped`` (images in some group), ``chain_splits``.
+* ``silhouette`` (cosine), ``davies_bouldin`` and ``calinski_harabasz`` (Euclidean, which on unit vectors
+  orders pairs like cosine distance) from ``sklearn.metrics``, computed on the **grouped images only**:
+  images in no group are DBSCAN noise, not a cluster, and would dominate every score. A member that matches
+  its kept image as a mirror image contributes its mirrored vector, so flipped copies sit with their group.
+  Above :data:`SCORE_SAMPLE` grouped images a fixed random subsample (seed 0) is scored. A score is
+  ``None`` when undefined: fewer than 2 groups (in the subsample).
+
+The **k-distance curve** is the usual way to pick DBSCAN's ``eps``: each image's cosine distance to its
+k-th nearest neighbour, ``k = min_samples - 1`` (neighbours other than itself, from the same Annoy
+candidates, exact distances), sorted ascending. Its **elbow** is found with the Kneedle idea (Satopää et
+al., 2011): both axes scaled to [0, 1], the point furthest below the chord from the first to the last
+point (for an increasing convex curve, the largest ``x - y``). Duplicates have close neighbours and sit
+left of the elbow; distinct images sit right of it.
+
+**Suggested threshold.** When some grouping stays exactly the same over at least :data:`MIN_PLATEAU`
+consecutive thresholds (and has at least one group), the middle of the widest such range is suggested:
+the result then does not hinge on the exact value. Otherwise the elbow of the k-distance curve is used,
+as the largest swept threshold whose ``eps`` reaches the elbow distance. With no groups at any threshold
+the extractor's default is kept. A data set in which every image has a duplicate has no elbow in the
+k-distance curve (every nearest neighbour is close), which is why the plateau rule comes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from dedup.cluster import Group, dbscan_labels, form_groups
+from dedup.config import Config
+from dedup.errors import InputError
+from dedup.index import TOLERANCE, Embeddings, candidate_pairs, convert, graph_from_pairs
+from dedup.pipeline import Collection, collect_features
+
+ProgressFn = Callable[[str, int, "int | None"], None]
+WarnFn = Callable[[str], None]
+
+SCORE_SAMPLE = 2000  # grouped images scored at most per threshold (silhouette is O(n^2))
+MIN_PLATEAU = 3  # consecutive thresholds with an identical grouping needed to prefer the plateau rule
+# Default sweeps, by extractor: (lowest, highest, step) in cosine similarity. VGG16's ReLU features are all
+# non-negative, so unrelated photos already reach 0.5-0.7 and lower thresholds would only chain them.
+DEFAULT_RANGES: dict[str, tuple[float, float, float]] = {
+    "vgg16": (0.70, 0.99, 0.01),
+    "phash": (0.50, 0.96, 0.02),
+}
+FALLBACK_RANGE = (0.50, 0.98, 0.02)
+
+
+@dataclass(frozen=True)
+class ThresholdScores:
+    """The grouping at one threshold.
+
+    Attributes:
+        threshold: cosine similarity.
+        groups: duplicate groups.
+        duplicates: images that could go (every member but the kept one).
+        grouped: images in some group.
+        chain_splits: images moved out of a DBSCAN cluster by the chaining guard.
+        silhouette, davies_bouldin, calinski_harabasz: scores of the grouping on the grouped images
+            (``None`` when undefined, see the module docstring).
+        scored: grouped images the scores were computed on (after subsampling).
+    """
+
+    threshold: float
+    groups: int
+    duplicates: int
+    grouped: int
+    chain_splits: int
+    silhouette: float | None
+    davies_bouldin: float | None
+    calinski_harabasz: float | None
+    scored: int
+
+
+@dataclass
+class TuneResult:
+    """Everything ``dedup tune`` shows; :meth:`to_dict` is JSON-ready.
+
+    Attributes:
+        rows: one :class:`ThresholdScores` per swept threshold, ascending.
+        k: the neighbour rank of the k-distance curve (``min_samples - 1``).
+        k_distance: float64 array, each image's cosine distance to its k-th nearest neighbour, sorted
+            ascending (images without k neighbours left out).
+        elbow_index: position of the elbow in ``k_distance``, or None (fewer than 3 points, a flat or
+            concave curve).
+        elbow_threshold: ``1 - k_distance[elbow_index]`` (cosine similarity), or None.
+        suggested: the suggested threshold (one of the swept ones, or the extractor default).
+        rule: ``"plateau"``, ``"elbow"`` or ``"default"``: which rule chose ``suggested``.
+        reason: one or two sentences saying why.
+        images: images in the sweep.
+        extractor: ``info()`` of the extractor that ran.
+        default_threshold: the extractor's default threshold.
+        plateau: ``(lowest, highest)`` threshold of the chosen plateau, or None.
+    """
+
+    rows: list[ThresholdScores]
+    k: int
+    k_distance: np.ndarray
+    elbow_index: int | None
+    elbow_threshold: float | None
+    suggested: float
+    rule: str
+    reason: str
+    images: int
+    extractor: dict[str, Any] = field(default_factory=dict)
+    default_threshold: float = 0.0
+    plateau: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "extractor": self.extractor,
+            "default_threshold": self.default_threshold,
+            "suggested": self.suggested,
+            "rule": self.rule,
+            "reason": self.reason,
+            "plateau": list(self.plateau) if self.plateau else None,
+            "k": self.k,
+            "elbow": None
+            if self.elbow_index is None
+            else {
+                "index": self.elbow_index,
+                "distance": float(self.k_distance[self.elbow_index]),
+                "threshold": self.elbow_threshold,
+            },
+            "k_distance": [round(float(d), 6) for d in self.k_distance],
+            "thresholds": [vars(row) for row in self.rows],
+        }
+
+
+def threshold_range(lowest: float, highest: float, step: float) -> list[float]:
+    """Thresholds from ``lowest`` to ``highest`` (inclusive, within rounding) every ``step``.
+
+    Raises:
+        InputError: values outside [-1, 1], ``lowest > highest`` or ``step <= 0``.
+    """
+    if not (-1.0 <= lowest <= 1.0 and -1.0 <= highest <= 1.0):
+        raise InputError(f"thresholds must lie in -1..1, got {lowest} to {highest}")
+    if lowest > highest:
+        raise InputError(f"lowest threshold {lowest} is above the highest {highest}")
+    if step <= 0:
+        raise InputError(f"threshold step must be positive, got {step}")
+    count = int(np.floor((highest - lowest) / step + 1e-9)) + 1
+    return sorted({round(lowest + i * step, 6) for i in range(count)})
+
+
+def default_thresholds(
+    extractor: str, lowest: float | None = None, highest: float | None = None, step: float | None = None
+) -> list[float]:
+    """The sweep of an extractor: :data:`DEFAULT_RANGES`, with any of its ends or step replaced."""
+    lo, hi, st = DEFAULT_RANGES.get(extractor, FALLBACK_RANGE)
+    return threshold_range(
+        lo if lowest is None else lowest, hi if highest is None else highest, st if step is None else step
+    )
+
+
+def k_distances(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, k: int) -> np.ndarray:
+    """Each image's exact cosine distance to its ``k``-th nearest candidate neighbour, sorted ascending.
+
+    Args:
+        embeddings: the images' vectors (mirror-aware similarity, as everywhere).
+        rows, cols: candidate pairs from :func:`dedup.index.candidate_pairs` (``cols`` are ``rows``'
+            candidate neighbours).
+        k: neighbour rank, >= 1.
+
+    Returns:
+        float64 array of shape (n_images_with_k_candidates,), ascending.
+    """
+    n = len(embeddings)
+    if n < 2 or len(rows) == 0:
+        return np.empty(0, dtype=np.float64)
+    keys = np.unique(rows * n + cols)
+    r, c = keys // n, keys % n
+    sim, _ = embeddings.similarity(r, c)
+    dist = np.clip(1.0 - sim, 0.0, 2.0)
+    order = np.lexsort((dist, r))
+    r, dist = r[order], dist[order]
+    starts = np.searchsorted(r, np.arange(n), side="left")
+    counts = np.searchsorted(r, np.arange(n), side="right") - starts
+    have = counts >= k
+    return np.sort(dist[starts[have] + k - 1])
+
+
+def elbow(values: np.ndarray) -> int | None:
+    """Index of the elbow of an ascending curve (Kneedle: furthest below the chord, axes scaled to [0, 1]).
+
+    Returns:
+        The index, or None for fewer than 3 points, a flat curve, or one with no point below its chord.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if len(y) < 3 or y[-1] - y[0] <= TOLERANCE:
+        return None
+    x = np.linspace(0.0, 1.0, len(y))
+    gap = x - (y - y[0]) / (y[-1] - y[0])
+    at = int(np.argmax(gap))
+    return at if gap[at] > 1e-9 else None
+
+
+def _scores(
+    groups: Sequence[Group], embeddings: Embeddings, rng_seed: int = 0
+) -> tuple[float | None, float | None, float | None, int]:
+    """Silhouette (cosine), Davies-Bouldin, Calinski-Harabasz of ``groups`` on their members only."""
+    from sklearn import metrics as skm
+
+    members = [m for g in groups for m in g.members]
+    if len(groups) < 2:
+        return None, None, None, len(members)
+    labels = np.concatenate([np.full(len(g.members), k) for k, g in enumerate(groups)])
+    flipped = np.array([f for g in groups for f in g.mirrored], dtype=bool)
+    index = np.asarray(members, dtype=np.int64)
+    if len(index) > SCORE_SAMPLE:
+        pick = np.sort(np.random.default_rng(rng_seed).choice(len(index), SCORE_SAMPLE, replace=False))
+        index, labels, flipped = index[pick], labels[pick], flipped[pick]
+    x = embeddings.vectors[index].astype(np.float64)
+    if embeddings.mirrored is not None and flipped.any():
+        x[flipped] = embeddings.mirrored[index[flipped]]
+    if len(np.unique(labels)) < 2 or len(np.unique(labels)) >= len(labels):
+        return None, None, None, len(index)
+    return (
+        float(skm.silhouette_score(x, labels, metric="cosine")),
+        float(skm.davies_bouldin_score(x, labels)),
+        float(skm.calinski_harabasz_score(x, labels)),
+        len(index),
+    )
+
+
+def _restrict(graph: sp.csr_matrix, eps: float) -> sp.csr_matrix:
+    """The edges of ``graph`` within ``eps`` (explicit zero distances kept)."""
+    coo = graph.tocoo()
+    keep = coo.data <= eps + TOLERANCE
+    return sp.coo_matrix(
+        (coo.data[keep], (coo.row[keep], coo.col[keep])), shape=graph.shape, dtype=np.float64
+    ).tocsr()
+
+
+def _signature(groups: Sequence[Group]) -> frozenset[tuple[int, ...]]:
+    return frozenset(tuple(sorted(g.members)) for g in groups)
+
+
+def sweep(
+    collection: Collection,
+    thresholds: Sequence[float] | None = None,
+    *,
+    lowest: float | None = None,
+    highest: float | None = None,
+    step: float | None = None,
+    progress: ProgressFn | None = None,
+) -> TuneResult:
+    """Group ``collection`` at every threshold, score each grouping and suggest a threshold.
+
+    Args:
+        collection: images and features from :func:`dedup.pipeline.collect_features`.
+        thresholds: cosine similarities to try (sorted and de-duplicated here); default
+            :func:`default_thresholds` of the extractor that ran, with ``lowest``, ``highest`` and
+            ``step`` replacing its range where given.
+        progress: optional callback ``(phase, done, total)``; phases ``index``, ``tune``.
+
+    Returns:
+        A :class:`TuneResult`.
+
+    Raises:
+        InputError: an empty list of thresholds.
+    """
+    config: Config = collection.config
+    extractor = collection.extractor
+    if thresholds is None:
+        thresholds = default_thresholds(extractor.name, lowest, highest, step)
+    ts = sorted({round(float(t), 6) for t in thresholds})
+    if not ts:
+        raise InputError("no thresholds to try")
+    embeddings, images = collection.embeddings, collection.images
+    ix = config.index
+    rows, cols = candidate_pairs(
+        embeddings, k=ix.neighbours, n_trees=ix.n_trees, search_k=ix.search_k, seed=ix.seed, progress=progress
+    )
+    loosest = graph_from_pairs(embeddings, rows, cols, float(convert(ts[0], "similarity", "cosine")))
+    k = config.cluster.min_samples - 1
+    kd = k_distances(embeddings, rows, cols, k)
+    at = elbow(kd)
+    elbow_threshold = None if at is None else round(float(1.0 - kd[at]), 6)
+
+    results: list[ThresholdScores] = []
+    signatures: list[frozenset[tuple[int, ...]]] = []
+    for done, t in enumerate(ts, start=1):
+        eps = float(convert(t, "similarity", "cosine"))
+        graph = _restrict(loosest, eps)
+        labels = dbscan_labels(graph, eps=eps, min_samples=config.cluster.min_samples)
+        groups, splits = form_groups(
+            labels, embeddings, graph, images, threshold=t, policy=config.keep.policy
+        )
+        silhouette, davies_bouldin, calinski_harabasz, scored = _scores(groups, embeddings)
+        results.append(
+            ThresholdScores(
+                threshold=t,
+                groups=len(groups),
+                duplicates=sum(len(g.members) - 1 for g in groups),
+                grouped=sum(len(g.members) for g in groups),
+                chain_splits=splits,
+                silhouette=silhouette,
+                davies_bouldin=davies_bouldin,
+                calinski_harabasz=calinski_harabasz,
+                scored=scored,
+            )
+        )
+        signatures.append(_signature(groups))
+        if progress:
+            progress("tune", done, len(ts))
+
+    suggested, rule, reason, plateau = _suggest(results, signatures, kd, at, extractor.default_threshold)
+    return TuneResult(
+        rows=results,
+        k=k,
+        k_distance=kd,
+        elbow_index=at,
+        elbow_threshold=elbow_threshold,
+        suggested=suggested,
+        rule=rule,
+        reason=reason,
+        images=len(images),
+        extractor=extractor.info(),
+        default_threshold=extractor.default_threshold,
+        plateau=plateau,
+    )
+
+
+def _suggest(
+    rows: Sequence[ThresholdScores],
+    signatures: Sequence[frozenset[tuple[int, ...]]],
+    kd: np.ndarray,
+    at: int | None,
+    default: float,
+) -> tuple[float, str, str, tuple[float, float] | None]:
+    """``(threshold, rule, reason, plateau)``; see the module docstring for the rules."""
+    elbow_t = None if at is None else float(1.0 - kd[at])
+    runs: list[tuple[int, int]] = []  # [start, stop) of consecutive rows with one grouping and >= 1 group
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or signatures[i] != signatures[start]:
+            if rows[start].groups > 0:
+                runs.append((start, i))
+            start = i
+    ts = [r.threshold for r in rows]
+
+    def width(run: tuple[int, int]) -> float:
+        return ts[run[1] - 1] - ts[run[0]]
+
+    def closeness(run: tuple[int, int]) -> float:  # tie-break: nearest the elbow, else the stricter one
+        mid = (ts[run[0]] + ts[run[1] - 1]) / 2
+        return -abs(mid - elbow_t) if elbow_t is not None else mid
+
+    long_runs = [run for run in runs if run[1] - run[0] >= MIN_PLATEAU]
+    if long_runs:
+        best = max(long_runs, key=lambda run: (round(width(run), 6), closeness(run)))
+        lo, hi = ts[best[0]], ts[best[1] - 1]
+        mid = best[0] + (best[1] - 1 - best[0]) // 2
+        row = rows[mid]
+        reason = (
+            f"From {lo:.3f} to {hi:.3f} the grouping stays exactly the same ({row.groups} groups, "
+            f"{row.duplicates} duplicate images), so it does not hinge on the exact value; "
+            f"{row.threshold:.3f} is the middle of that range."
+        )
+        if elbow_t is not None:
+            reason += f" The k-distance elbow alone would give {elbow_t:.3f}."
+        return row.threshold, "plateau", reason, (lo, hi)
+    if elbow_t is not None and any(r.groups > 0 for r in rows):
+        reachable = [t for t in ts if t <= elbow_t + TOLERANCE]
+        chosen = max(reachable) if reachable else ts[0]
+        reason = (
+            f"The k-distance curve bends at cosine distance {float(kd[at or 0]):.3f}: images left of the "
+            f"bend have a close neighbour (duplicates), those right of it do not; {chosen:.3f} is the "
+            "strictest swept threshold that still reaches the bend."
+        )
+        return chosen, "elbow", reason, None
+    return (
+        default,
+        "default",
+        f"No threshold in the sweep gives a clear answer (no stable grouping and no elbow with duplicates); "
+        f"keeping the extractor's default {default:.3f}.",
+        None,
+    )
+
+
+def tune(
+    paths: Sequence[str | Path],
+    config: Config | None = None,
+    thresholds: Sequence[float] | None = None,
+    *,
+    lowest: float | None = None,
+    highest: float | None = None,
+    step: float | None = None,
+    progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
+) -> TuneResult:
+    """Extract the features under ``paths`` once (:func:`dedup.pipeline.collect_features`) and
+    :func:`sweep` the thresholds over them (arguments as there). Reads files, never modifies anything.
+
+    Raises:
+        InputError: a path does not exist, or a bad threshold range (checked before any extraction).
+        WeightsError: model weights cannot be obtained and no fallback is allowed.
+    """
+    # a bad range must fail before the long extraction (ends not given are the extractor's, known later)
+    threshold_range(
+        -1.0 if lowest is None else lowest, 1.0 if highest is None else highest, 1.0 if step is None else step
+    )
+    collection = collect_features(paths, config, progress=progress, warn=warn)
+    return sweep(collection, thresholds, lowest=lowest, highest=highest, step=step, progress=progress)
+
+
+def plot_panels(result: TuneResult) -> list[Any]:
+    """The three charts of ``dedup tune --plot`` as :class:`dedup.plot.Panel` s: groups and duplicates per
+    threshold, the k-distance curve with its elbow, and the cluster-quality scores per threshold."""
+    from dedup.plot import PALETTE, Marker, Panel, Series
+
+    ts = [r.threshold for r in result.rows]
+    suggested = Marker(result.suggested, f"suggested {result.suggested:.3f}", PALETTE[3])
+    default = Marker(
+        result.default_threshold, f"default {result.default_threshold:.3f}", PALETTE[5], dashed=True
+    )
+    markers = [suggested] + ([default] if default.x != suggested.x else [])
+    ch = [r.calinski_harabasz for r in result.rows]
+    ch_max = max((c for c in ch if c is not None), default=None)
+    panels = [
+        Panel(
+            "Groups and duplicate images per threshold",
+            "threshold (cosine similarity)",
+            [
+                Series("groups", ts, [float(r.groups) for r in result.rows], PALETTE[0]),
+                Series("duplicate images", ts, [float(r.duplicates) for r in result.rows], PALETTE[1]),
+            ],
+            markers,
+        ),
+    ]
+    kd = result.k_distance
+    k_markers = []
+    if result.elbow_index is not None:
+        k_markers.append(
+            Marker(
+                float(result.elbow_index),
+                f"elbow {kd[result.elbow_index]:.3f}",
+                PALETTE[4],
+                y=float(kd[result.elbow_index]),
+            )
+        )
+    panels.append(
+        Panel(
+            f"k-distance curve (k = {result.k}), sorted",
+            "images, by distance to their k-th nearest neighbour",
+            [Series("cosine distance", list(range(len(kd))), [float(d) for d in kd], PALETTE[0])],
+            k_markers,
+        )
+    )
+    panels.append(
+        Panel(
+            "Quality of the grouping (grouped images only)",
+            "threshold (cosine similarity)",
+            [
+                Series("silhouette", ts, [r.silhouette for r in result.rows], PALETTE[0]),
+                Series("Davies-Bouldin", ts, [r.davies_bouldin for r in result.rows], PALETTE[1]),
+                Series(
+                    "Calinski-H. / max",
+                    ts,
+                    [None if c is None or not ch_max else c / ch_max for c in ch],
+                    PALETTE[2],
+                ),
+            ],
+            markers,
+        )
+    )
+    return panels

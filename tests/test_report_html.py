@@ -1,0 +1,410 @@
+"""The HTML report: escaping, thumbnails, the map, and (marked ``browser``) headless Chromium checks."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dedup import report as reports
+from dedup.cli import app
+from dedup.config import load_config
+from dedup.pipeline import find_duplicates
+
+from imagegen import make_photo
+
+runner = CliRunner()
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+NASTY = "a <b>&amp; \"q\" 's' </script><script>alert(1)</script>"
+
+
+def _data_block(page: str) -> dict[str, Any]:
+    m = re.search(r'<script type="application/json" id="dedup-data">(.*?)</script>', page, re.S)
+    assert m, "no data block"
+    return json.loads(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def nasty_scan(tmp_path_factory):
+    """Three groups of two whose file and folder names contain HTML/JS metacharacters, plus a single."""
+    root = tmp_path_factory.mktemp("html") / f"dir {NASTY.replace('/', '_')}"
+    root.mkdir()
+    for seed in (1, 2, 3):
+        photo = make_photo(seed)
+        photo.save(root / f"{seed} {NASTY.replace('/', '_')}.jpg", quality=92)
+        photo.save(root / f"{seed}_copy & <copy>.jpg", quality=60)
+    make_photo(99).save(root / "single.jpg", quality=90)
+    (root / "broken <x>.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    result = find_duplicates([root], load_config(None, {"features.extractor": "phash"}))
+    return root, result
+
+
+def test_html_is_self_contained_and_escapes_everything(nasty_scan, tmp_path):
+    root, result = nasty_scan
+    data = reports.to_dict(result)
+    assert data["stats"]["groups"] == 3
+    out = reports.write_report(
+        data, tmp_path / "r.html", coordinates=reports.map_coordinates(result.embeddings.vectors)
+    )
+    page = out.read_text(encoding="utf-8")
+    # nothing from the report can end an element or open a tag
+    assert "<script>alert(1)" not in page and "<b>" not in page
+    assert page.count("<script") == 2  # the JSON data block and the page's own script
+    assert html.escape(str(root)) in page  # header shows the scanned folder, escaped
+    assert "broken &lt;x&gt;.jpg" in page  # skipped list, escaped, with its reason
+    # no network: no http(s) URL is loaded, only data: URIs
+    assert not re.search(r'(src|href)="https?:', page)
+    assert "@import" not in page and "url(http" not in page
+    block = _data_block(page)
+    assert [len(g["members"]) for g in block["groups"]] == [2, 2, 2]
+    paths = {m["path"] for g in block["groups"] for m in g["members"]}
+    assert paths == {m["path"] for g in data["groups"] for m in g["members"]}  # round-trips exactly
+    assert all(block["thumbs"][p] for p in paths)
+    thumb = Image.open(io.BytesIO(base64.b64decode(next(iter(block["thumbs"].values())))))
+    assert thumb.format == "JPEG" and max(thumb.size) == reports.THUMBNAIL_SIZE
+    # the map: one point per decoded image, grouped ones coloured, titles escaped
+    assert page.count("<circle") == data["stats"]["images"] == 7
+    assert page.count('class="pt grouped"') == 6
+    assert html.escape(f"1 {NASTY.replace('/', '_')}.jpg (group") in page  # a map title
+
+
+def test_vanished_image_gets_a_placeholder(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    photo = make_photo(5)
+    photo.save(root / "a.jpg", quality=95)
+    photo.save(root / "b.jpg", quality=50)
+    data = reports.to_dict(find_duplicates([root], load_config(None, {"features.extractor": "phash"})))
+    (root / "b.jpg").unlink()  # gone since the scan
+    (root / "a.jpg").write_bytes(b"garbage")  # or broken since the scan
+    out = reports.write_report(data, tmp_path / "r.html")  # thumbnails made from the files
+    block = _data_block(out.read_text(encoding="utf-8"))
+    assert block["thumbs"] == {str(root / "a.jpg"): None, str(root / "b.jpg"): None}
+    assert "image not available" in out.read_text(encoding="utf-8")
+
+
+def test_thumbnail_applies_exif_orientation(tmp_path):
+    from imagegen import save_with_orientation
+
+    display = Image.new("RGB", (300, 100), (200, 30, 30))
+    save_with_orientation(display, tmp_path / "rot.jpg", orientation=6)
+    thumb = reports.thumbnail(str(tmp_path / "rot.jpg"))
+    assert thumb is not None
+    assert Image.open(io.BytesIO(base64.b64decode(thumb))).size == (160, 53)  # landscape, as displayed
+
+
+def test_map_coordinates_tsne_pca_and_small_inputs():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    x = np.concatenate([c + 0.01 * rng.normal(size=(10, 16)) for c in centres])
+    a = reports.map_coordinates(x)
+    assert a.shape == (30, 2) and np.isfinite(a).all()
+    np.testing.assert_allclose(a, reports.map_coordinates(x))  # fixed random_state
+    # t-SNE keeps the three clusters apart: each point's nearest neighbour is in its own cluster
+    d = np.linalg.norm(a[:, None] - a[None], axis=2) + np.eye(30) * 1e9
+    assert (d.argmin(axis=1) // 10 == np.arange(30) // 10).all()
+    p = reports.map_coordinates(x, method="pca")
+    assert p.shape == (30, 2)
+    assert reports.map_coordinates(np.zeros((0, 4))).shape == (0, 2)
+    assert reports.map_coordinates(np.ones((1, 4))).tolist() == [[0.0, 0.0]]
+    assert reports.map_coordinates(np.ones((6, 4))).tolist() == [[0.0, 0.0]] * 6  # identical vectors
+    with pytest.raises(ValueError):
+        reports.map_coordinates(x, method="umap")
+
+
+def test_map_uses_pca_above_the_cutoff(monkeypatch):
+    import sklearn.manifold
+
+    def boom(*args, **kwargs):
+        raise AssertionError("t-SNE must not run above TSNE_MAX_IMAGES")
+
+    monkeypatch.setattr(reports, "TSNE_MAX_IMAGES", 20)
+    monkeypatch.setattr(sklearn.manifold, "TSNE", boom)
+    x = np.random.default_rng(1).normal(size=(21, 8))
+    assert reports.map_coordinates(x).shape == (21, 2)
+
+
+def test_scan_cli_writes_html_with_json_and_csv(nasty_scan, tmp_path):
+    root, _ = nasty_scan
+    out_html, out_json = tmp_path / "r.html", tmp_path / "r.json"
+    result = runner.invoke(
+        app, ["scan", str(root), "--features", "phash", "--report", str(out_html), "--report", str(out_json)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"Report written to {out_html}" in result.stdout.replace("\n", "")
+    report = json.loads(out_json.read_text())
+    block = _data_block(out_html.read_text(encoding="utf-8"))
+    assert len(block["groups"]) == report["stats"]["groups"] == 3
+    assert out_html.read_text(encoding="utf-8").count("<circle") == report["stats"]["images"]
+
+
+def test_unknown_report_format_is_still_an_error(tmp_path):
+    result = runner.invoke(app, ["scan", str(tmp_path), "--report", str(tmp_path / "r.pdf")])
+    assert result.exit_code == 1
+    assert ".json, .csv, .html" in result.stderr
+
+
+def synthetic_report(n_groups: int, root: str = "/nonexistent/dedup-html-test") -> dict[str, Any]:
+    """A schema-1 report with ``n_groups`` groups of 2-4 members whose files do not exist (placeholders)."""
+    rng = np.random.default_rng(7)
+    groups, images = [], []
+    for g in range(n_groups):
+        members = []
+        for j in range(2 + int(rng.integers(0, 3))):
+            path = f"{root}/folder{g % 97}/img{g:05d}_{j}.jpg"
+            members.append(
+                {
+                    "path": path,
+                    "similarity_to_keep": 1.0 if j == 0 else round(float(rng.uniform(0.9, 1.0)), 6),
+                    "bytes": int(rng.integers(1000, 10**6)),
+                    "width": 640,
+                    "height": 480,
+                    "mtime": 1.7e9,
+                    "mirrored": j == 2,
+                }
+            )
+            images.append({"path": path, "bytes": 1, "mtime": 1.7e9, "width": 640, "height": 480})
+        groups.append({"id": g + 1, "keep": members[0]["path"], "members": members})
+    groups.sort(key=lambda g: -len(g["members"]))
+    return {
+        "version": 1,
+        "tool": "dedup test",
+        "created": "2026-01-01T00:00:00+00:00",
+        "paths": [root],
+        "extractor": {"name": "phash", "fallback_used": False},
+        "params": {"threshold": 0.7, "decode": {"max_pixels": 1000}},
+        "stats": {
+            "images": len(images),
+            "skipped": 1,
+            "groups": n_groups,
+            "duplicates": len(images) - n_groups,
+            "reclaimable_bytes": 123,
+            "chain_splits": 0,
+        },
+        "groups": groups,
+        "skipped": [{"path": f"{root}/bad.jpg", "reason": "truncated image"}],
+        "images": images,
+    }
+
+
+# ------------------------------------------------------------------------------------------ real browser
+
+
+def skip_or_fail_without_browser(chromium: str, chromedriver: str) -> None:
+    """Skip (developer machine) or fail (``CI=true``) when Chromium, chromedriver or selenium is missing."""
+    missing = [p for p in (chromium, chromedriver) if not os.access(p, os.X_OK)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (pip install -e '.[dev]')")
+    if missing:
+        message = (
+            f"headless browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_missing_browser_skips_locally_but_fails_in_ci(monkeypatch, tmp_path):
+    absent = str(tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-chromium"):
+        skip_or_fail_without_browser(absent, CHROMEDRIVER)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no-chromium"):
+        skip_or_fail_without_browser(absent, CHROMEDRIVER)
+
+
+@pytest.fixture
+def browser(tmp_path, monkeypatch):
+    """Headless Chromium via selenium and the system chromedriver; nothing is downloaded.
+
+    Skips when Chromium, chromedriver or selenium is missing on a developer machine; with CI=true a
+    missing browser is a failure (``.ci/run`` installs it).
+    """
+    skip_or_fail_without_browser(CHROMIUM, CHROMEDRIVER)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never try to download anything
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _console_errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def _count(driver, css: str) -> int:
+    return int(driver.execute_script(f"return document.querySelectorAll({json.dumps(css)}).length"))
+
+
+def _type_filter(driver, text: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    box = driver.find_element(By.ID, "filter")
+    box.clear()
+    box.send_keys(text)
+    want = text.lower()
+    WebDriverWait(driver, 10).until(
+        lambda d: (
+            d.execute_script(
+                "var q = arguments[0]; var s = document.querySelectorAll('#groups section.group');"
+                "return Array.prototype.every.call(s, function (g) {"
+                "  return Array.prototype.some.call(g.querySelectorAll('figure'), function (f) {"
+                "    return f.getAttribute('data-path').toLowerCase().indexOf(q) !== -1; }); })"
+                " && document.getElementById('page-info').textContent.indexOf('filtered') !== -1",
+                want,
+            )
+            if text
+            else True
+        )
+    )
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from imagegen import write_dataset
+
+    truth = write_dataset(tmp_path / "data")
+    out_html, out_json = tmp_path / "report.html", tmp_path / "report.json"
+    result = runner.invoke(
+        app,
+        ["scan", truth["root"], "--features", "phash", "--report", str(out_html), "--report", str(out_json)],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out_json.read_text())
+    assert report["stats"]["groups"] >= 2
+
+    browser.get(out_html.resolve().as_uri())
+    browser.save_screenshot(str(tmp_path / "report.png"))
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert _console_errors(browser) == []
+    n_members = sum(len(g["members"]) for g in report["groups"])
+    assert _count(browser, "#groups section.group") == report["stats"]["groups"]
+    assert _count(browser, "#groups figure.thumb") == n_members
+    assert _count(browser, "#groups figure.thumb img") == n_members  # every thumbnail decoded
+    assert _count(browser, "#groups figure.thumb.kept") == report["stats"]["groups"]
+    assert _count(browser, "#groups .badge.mirrored") == sum(
+        m["mirrored"] for g in report["groups"] for m in g["members"]
+    )
+    # images really decode in the browser (a broken data URI has naturalWidth 0)
+    widths = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#groups img'),"
+        " function (i) { return i.complete ? i.naturalWidth : -1; })"
+    )
+    assert all(w > 0 for w in widths), widths
+    assert _count(browser, "#map circle") == report["stats"]["images"]
+    assert _count(browser, "#skipped tbody tr") == report["stats"]["skipped"]
+    header = browser.find_element(By.TAG_NAME, "header").text
+    assert "Duplicate groups" in header and str(report["stats"]["groups"]) in header
+
+    # filter by a path substring of one group's member: only that group remains
+    group = report["groups"][-1]
+    needle = os.path.basename(group["members"][-1]["path"])
+    _type_filter(browser, needle)
+    assert _count(browser, "#groups section.group") == sum(
+        any(needle.lower() in m["path"].lower() for m in g["members"]) for g in report["groups"]
+    )
+    _type_filter(browser, "no-such-file-anywhere")
+    assert _count(browser, "#groups section.group") == 0
+    assert browser.find_element(By.ID, "empty").is_displayed()
+    # clicking a coloured dot on the map filters to its group
+    browser.execute_script(
+        "document.querySelector('#map circle.grouped')"
+        ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+    )
+    assert _count(browser, "#groups section.group") == 1
+    browser.save_screenshot(str(tmp_path / "report-filtered.png"))
+    assert _console_errors(browser) == []
+
+
+@pytest.mark.browser
+def test_ten_thousand_groups_page_and_filter_quickly(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    data = synthetic_report(10_000)
+    page = reports.to_html(data, thumbnails={}, page_size=50)
+    out = tmp_path / "big.html"
+    out.write_text(page, encoding="utf-8")
+    t0 = time.perf_counter()
+    browser.get(out.resolve().as_uri())
+    load_seconds = time.perf_counter() - t0
+    assert _console_errors(browser) == []
+    assert _count(browser, "#groups section.group") == 50  # only the current page is in the DOM
+    assert _count(browser, "#groups .placeholder") == sum(len(g["members"]) for g in data["groups"][:50])
+    info = browser.find_element(By.ID, "page-info").text
+    assert "Page 1 of 200" in info and "of 10000" in info
+    # groups sorted by size: the first page holds the largest groups
+    sizes = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#groups section.group'),"
+        " function (s) { return s.querySelectorAll('figure').length; })"
+    )
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == max(len(g["members"]) for g in data["groups"])
+
+    prev, nxt = browser.find_element(By.ID, "prev"), browser.find_element(By.ID, "next")
+    assert not prev.is_enabled()
+    first_ids = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#groups section.group'),"
+        " function (s) { return s.getAttribute('data-group'); })"
+    )
+    nxt.click()
+    assert "Page 2 of 200" in browser.find_element(By.ID, "page-info").text
+    second_ids = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#groups section.group'),"
+        " function (s) { return s.getAttribute('data-group'); })"
+    )
+    assert len(second_ids) == 50 and not set(first_ids) & set(second_ids)
+    prev.click()
+    assert "Page 1 of 200" in browser.find_element(By.ID, "page-info").text
+
+    # a filter over 10,000 groups answers at once (timed inside the page, without the debounce)
+    seconds = browser.execute_script(
+        "var box = document.getElementById('filter'); box.value = 'folder7/';"
+        "var t = performance.now(); box.dispatchEvent(new Event('change'));"
+        "return (performance.now() - t) / 1000;"
+    )
+    expected = sum(1 for g in data["groups"] if any("folder7/" in m["path"] for m in g["members"]))
+    assert f"of {expected} (filtered from 10000)" in browser.find_element(By.ID, "page-info").text
+    assert _count(browser, "#groups section.group") == min(50, expected)
+    assert seconds < 2.0, f"filtering took {seconds:.2f}s"
+    assert load_seconds < 30, f"loading took {load_seconds:.1f}s"
+    browser.save_screenshot(str(tmp_path / "big.png"))
+    assert _console_errors(browser) == []
