@@ -51,6 +51,8 @@ PHASES = {
     "discover": "Discovering files",
     "extract": "Decoding + extracting",
     "index": "Building neighbour graph",
+    "keypoints": "Computing keypoints",
+    "verify": "Verifying candidate pairs",
     "cluster": "Clustering",
 }
 
