@@ -153,7 +153,7 @@ class ClusterConfig:
 class VerifyConfig:
     enabled: bool | str = _opt(
         AUTO,
-        "geometric verification of candidate pairs; auto = on when several weight-free extractors are combined",
+        "geometric verification of candidate pairs; auto = on when weight-free extractors are combined",
         check=_check_auto_bool,
     )
     candidate_threshold: float | str = _opt(

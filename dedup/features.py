@@ -871,8 +871,9 @@ def make_extractors(cfg: FeaturesConfig, warn: WarnFn | None = None) -> list[Ext
             )
             out.extend(_fallback(cfg, name, str(e)))
     unique: dict[str, Extractor] = {}
-    for ex in out:
-        unique.setdefault(ex.name, ex)
+    for ex in out:  # one per name; one the user asked for wins over the same one brought in as a fallback
+        if ex.name not in unique or unique[ex.name].info().get("fallback_used"):
+            unique[ex.name] = ex
     return list(unique.values())
 
 

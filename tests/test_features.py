@@ -167,7 +167,7 @@ def test_make_extractor_phash_info() -> None:
 
 
 def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
-    with pytest.raises(ConfigError, match="allowed values: phash, vgg16"):
+    with pytest.raises(ConfigError, match="allowed values: vgg16, phash, thumb, color"):
         make_extractor(FeaturesConfig(extractor="resnet50"))
 
 
@@ -521,7 +521,9 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     monkeypatch.setenv("KERAS_HOME", str(home))
     monkeypatch.setattr(features, "VGG16_NOTOP_URL", f"{http_404}/{VGG16_NOTOP_FILENAME}")
     warned = _Warnings()
-    ext = make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE), warn=warned)
+    ext = make_extractor(
+        FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="phash"), warn=warned
+    )
     assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
     assert len(warned) == 1 and "404" in warned[0]
     assert capsys.readouterr().out == ""  # Keras' cache notice went to stderr, not stdout

@@ -295,3 +295,20 @@ def test_path_of_an_unreadable_file_gives_no_keypoints(tmp_path):
 def test_report_paths_are_files(verified):
     truth, result = verified
     assert all(Path(r.path).is_file() for r in result.images)
+
+
+def test_offline_vgg16_falls_back_to_the_weight_free_combination(monkeypatch, tmp_path):
+    import dedup.features as features
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(features, "_keras_get_file", offline)
+    warned: list[str] = []
+    extractors = make_extractors(FeaturesConfig(extractor="vgg16+color"), warn=warned.append)
+    # the fallback replaces vgg16 in place; color, already asked for, is not added twice
+    assert [e.name for e in extractors] == ["phash", "thumb", "color"]
+    assert len(warned) == 1 and "phash+thumb+color extractors instead" in warned[0]
+    assert [e.info()["fallback_used"] for e in extractors] == [True, True, False]
+    assert all(e.info()["requested"] == "vgg16" for e in extractors[:2])
