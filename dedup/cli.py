@@ -213,7 +213,14 @@ ThresholdOpt = Annotated[
     ),
 ]
 FeaturesOpt = Annotated[
-    str | None, typer.Option("--features", "-f", help="Feature extractor: vgg16 | phash.", show_default=False)
+    str | None,
+    typer.Option(
+        "--features",
+        "-f",
+        help="Feature extractor(s): vgg16 | phash | thumb | color, or several joined with '+' "
+        "(e.g. phash+thumb+color: candidates from each, decided by the verify stage).",
+        show_default=False,
+    ),
 ]
 WeightsOpt = Annotated[
     str | None,
