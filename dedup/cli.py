@@ -51,6 +51,8 @@ PHASES = {
     "discover": "Discovering files",
     "extract": "Decoding + extracting",
     "index": "Building neighbour graph",
+    "keypoints": "Computing keypoints",
+    "verify": "Verifying candidate pairs",
     "cluster": "Clustering",
     "map": "Laying out the map",
     "thumbnails": "Making thumbnails",
@@ -218,7 +220,9 @@ FeaturesOpt = Annotated[
     typer.Option(
         "--features",
         "-f",
-        help="Feature extractor: vgg16 | resnet50 | phash | keras-model:PATH (a saved .keras/.h5 model).",
+        help="Feature extractor(s): vgg16 | resnet50 | phash | thumb | color | keras-model:PATH (a saved "
+        ".keras/.h5 model), or several joined with '+' (e.g. phash+thumb+color: candidates from each, "
+        "decided by the verify stage).",
         show_default=False,
     ),
 ]
@@ -360,7 +364,12 @@ def render_summary(data: dict[str, Any], console: Console, *, top: int) -> None:
     table.add_row("Reclaimable", _human_bytes(stats["reclaimable_bytes"]))
     table.add_row("Chain splits", str(stats["chain_splits"]))
     table.add_row("Extractor", extractor)
-    table.add_row("Threshold (cosine similarity)", f"{data['params']['threshold']:.3f}")
+    params = data["params"]
+    if params.get("verified"):
+        candidates = ", ".join(f"{n} ≥ {t['candidate']:.2f}" for n, t in params.get("thresholds", {}).items())
+        table.add_row("Decision", f"keypoints verified (candidates: {candidates})")
+    else:
+        table.add_row("Threshold (cosine similarity)", f"{params['threshold']:.3f}")
     console.print(table)
     if not data["groups"] or top == 0:
         return

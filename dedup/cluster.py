@@ -3,7 +3,7 @@ agglomerative clustering and k-means for sorting a whole collection into cluster
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,6 +14,9 @@ from scipy.sparse.csgraph import connected_components
 from dedup.index import TOLERANCE, Embeddings
 
 KEEP_POLICIES = ("resolution", "filesize", "oldest", "newest", "path")
+
+# (members, keep) -> (similarity, mirrored, linked) of each member to the kept image; see form_groups.
+LinkFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class HasImageFacts(Protocol):
@@ -103,6 +106,7 @@ def form_groups(
     *,
     threshold: float,
     policy: str,
+    link: LinkFn | None = None,
 ) -> tuple[list[Group], int]:
     """Turn DBSCAN labels into groups whose every member is within ``threshold`` of the kept image.
 
@@ -119,6 +123,9 @@ def form_groups(
         images: facts of each image (for the keep policy), aligned with ``embeddings``.
         threshold: cosine similarity every member must reach against its kept image.
         policy: keep policy, see :func:`choose_keep`.
+        link: optional replacement of the threshold test (e.g. :meth:`dedup.verify.Verifier.link`, which
+            verifies each member against the kept image): ``link(members, keep)`` returns each member's
+            similarity and mirror flag to the kept image and whether it stays (``linked``).
 
     Returns:
         ``(groups, chain_splits)``: groups sorted by size (largest first, then by kept path), and the number
@@ -136,8 +143,11 @@ def form_groups(
         if len(members) < 2:
             continue
         keep = members[choose_keep([images[i] for i in members], policy)]
-        sims, flips = embeddings.similarity(np.asarray(members), np.full(len(members), keep))
-        close = (sims >= threshold - TOLERANCE) | (np.asarray(members) == keep)
+        if link is None:
+            sims, flips = embeddings.similarity(np.asarray(members), np.full(len(members), keep))
+            close = (sims >= threshold - TOLERANCE) | (np.asarray(members) == keep)
+        else:
+            sims, flips, close = link(np.asarray(members), keep)
         inside = [m for m, c in zip(members, close.tolist(), strict=True) if c]
         outside = [m for m, c in zip(members, close.tolist(), strict=True) if not c]
         if outside:

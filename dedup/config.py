@@ -20,6 +20,48 @@ from dedup.errors import ConfigError
 AUTO = "auto"
 
 
+def _check_extractor(key: str, value: Any) -> str:
+    """An extractor name, or several joined with '+' (a YAML list is joined the same way), each one a
+    name of :data:`dedup.features.EXTRACTORS` (the part before ':' for parameterised names)."""
+    from dedup.features import split_names  # lazy: dedup.features imports this module
+
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        value = "+".join(v.strip() for v in value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a name or a list of names, got {value!r}")
+    return "+".join(split_names(value, key))
+
+
+def _check_fallback(key: str, value: Any) -> str:
+    """``none`` or weight-free extractor name(s) joined with '+'."""
+    if isinstance(value, str) and value == "none":
+        return value
+    from dedup.features import EXTRACTORS, WEIGHT_FREE
+
+    try:
+        names = _check_extractor(key, value)
+    except ConfigError:
+        names = ""
+    if not names or any(p not in WEIGHT_FREE for p in names.split("+")):
+        allowed = ", ".join(n for n in EXTRACTORS if n in WEIGHT_FREE)
+        raise ConfigError(
+            f"{key}: {value!r} is not allowed; allowed values: none, or weight-free extractors "
+            f"({allowed}) joined with '+'"
+        ) from None
+    return names
+
+
+def _check_auto_bool(key: str, value: Any) -> bool | str:
+    """true, false or 'auto'."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() == AUTO:
+        return AUTO
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"{key}: {value!r} is not allowed; allowed values: auto, true, false")
+
+
 def _opt(
     default: Any,
     help: str,
@@ -28,13 +70,13 @@ def _opt(
     lo: float | None = None,
     hi: float | None = None,
     auto: bool = False,
-    check: Callable[[str, Any], None] | None = None,
+    check: Callable[[str, Any], Any] | None = None,
     integer: bool = False,
 ) -> Any:
     """A dataclass field carrying its own validation rules and one-line help.
 
-    ``check(key, value)`` is an extra validator for values whose allowed set lives elsewhere (it raises
-    :class:`ConfigError`).
+    ``check(key, value)``, when given, replaces the generic rules: it returns the coerced value or raises
+    :class:`ConfigError`. ``integer`` marks an integer-or-'auto' field.
     """
     meta = {
         "help": help,
@@ -46,14 +88,6 @@ def _opt(
         "integer": integer,
     }
     return field(default=default, metadata=meta)
-
-
-def _check_extractor(key: str, value: str) -> None:
-    """``features.extractor`` is checked against the extractor registry (imported here: features imports
-    this module)."""
-    from dedup.features import check_extractor_name
-
-    check_extractor_name(value, key)
 
 
 @dataclass(frozen=True)
@@ -75,7 +109,8 @@ class DecodeConfig:
 class FeaturesConfig:
     extractor: str = _opt(
         "vgg16",
-        "feature extractor: a name of dedup.features.EXTRACTORS, or keras-model:PATH",
+        "feature extractor(s): a name of dedup.features.EXTRACTORS or keras-model:PATH; several joined "
+        "with '+' are combined",
         check=_check_extractor,
     )
     weights: str = _opt(
@@ -94,14 +129,21 @@ class FeaturesConfig:
     input_size: int = _opt(224, "side in pixels of the square model input", lo=32, hi=1024)
     batch_size: int = _opt(32, "images per model call", lo=1, hi=4096)
     offline_fallback: str = _opt(
-        "phash",
-        "extractor used when ImageNet weights cannot be obtained; none = stop with an error",
-        choices=("phash", "none"),
+        "phash+thumb+color",
+        "weight-free extractor(s) used when ImageNet weights cannot be obtained; none = stop with an error",
+        check=_check_fallback,
     )
     hash_size: int = _opt(16, "phash: side of the kept DCT block; bits = hash_size^2", lo=16, hi=64)
     mirror: bool = _opt(
         True, "also match horizontally mirrored (flipped) copies; vgg16 then runs the model twice per image"
     )
+    rotations: bool = _opt(
+        True,
+        "weight-free extractors also match copies rotated by 90/180/270 degrees (and, with mirror, "
+        "flipped vertically)",
+    )
+    thumb_size: int = _opt(16, "thumb: side of the grayscale thumbnail; dim = thumb_size^2", lo=4, hi=64)
+    color_bins: int = _opt(16, "color: hue bins of the HSV histogram (x 4 saturation x 4 value)", lo=4, hi=64)
 
 
 @dataclass(frozen=True)
@@ -124,6 +166,47 @@ class ClusterConfig:
         auto=True,
     )
     min_samples: int = _opt(2, "DBSCAN min_samples: images (itself included) needed to seed a group", lo=2)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    enabled: bool | str = _opt(
+        AUTO,
+        "geometric verification of candidate pairs; auto = on when weight-free extractors are combined",
+        check=_check_auto_bool,
+    )
+    candidate_threshold: float | str = _opt(
+        AUTO,
+        "loose cosine similarity at which a pair becomes a candidate; auto = each extractor's own",
+        lo=-1.0,
+        hi=1.0,
+        auto=True,
+    )
+    sure_threshold: float | str = _opt(
+        AUTO,
+        "cosine similarity at which a pair is a duplicate without verification; auto = each extractor's own",
+        lo=-1.0,
+        hi=1.0,
+        auto=True,
+    )
+    min_inliers: int = _opt(12, "RANSAC-consistent keypoint matches needed to verify a pair", lo=3, hi=10_000)
+    min_coverage: float = _opt(
+        0.25,
+        "share of the keypoints in the two images' overlap that must be inliers (same-background look-alikes "
+        "match only on their background)",
+        lo=0.0,
+        hi=1.0,
+    )
+    ratio: float = _opt(
+        0.75, "Lowe's ratio test: best match distance / second best must be below", lo=0.1, hi=1.0
+    )
+    ransac_threshold: float = _opt(
+        4.0, "RANSAC reprojection error in pixels (at verify.image_size) for an inlier", lo=0.5, hi=50.0
+    )
+    max_keypoints: int = _opt(300, "SIFT keypoints kept per image (strongest first)", lo=16, hi=10_000)
+    image_size: int = _opt(
+        320, "longest side in pixels of the image keypoints are computed on", lo=64, hi=4096
+    )
 
 
 @dataclass(frozen=True)
@@ -181,6 +264,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
 
@@ -195,6 +279,7 @@ _SECTION_TYPES: dict[str, type] = {
     "features": FeaturesConfig,
     "index": IndexConfig,
     "cluster": ClusterConfig,
+    "verify": VerifyConfig,
     "keep": KeepConfig,
     "group": GroupConfig,
 }
@@ -204,6 +289,8 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
     """Check one value against its field's rules and return it in the field's type."""
     meta = f.metadata
     default = f.default
+    if meta.get("check") is not None:
+        return meta["check"](key, value)
     if meta.get("auto") and isinstance(value, str) and value.lower() == AUTO:
         return AUTO
     choices = meta.get("choices") or ()
@@ -233,8 +320,6 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         if choices and value not in choices:
             raise ConfigError(f"{key}: {value!r} is not allowed; allowed values: {', '.join(choices)}")
-        if meta.get("check"):
-            meta["check"](key, value)
         return value
     lo, hi = meta.get("lo"), meta.get("hi")
     if (lo is not None and value < lo) or (hi is not None and value > hi):

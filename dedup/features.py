@@ -10,6 +10,11 @@ Every extractor follows the small :class:`Extractor` protocol; :data:`EXTRACTORS
 * ``keras-model:PATH``: any saved Keras model (``.keras`` / ``.h5``) whose output is a vector or a feature
   map (globally pooled); preprocessing from ``features.preprocessing``.
 * ``phash``: a weight-free DCT perceptual hash (``hash_size**2`` bits) as a ±1 vector.
+* ``thumb``: a weight-free grayscale thumbnail (``thumb_size`` square), zero-mean and unit-norm.
+* ``color``: a weight-free HSV colour histogram (Hellinger: square roots of the bin frequencies).
+
+Several extractors can be combined (``phash+thumb+color``, see :func:`make_extractors`); each keeps its own
+vectors and thresholds, and :mod:`dedup.verify` decides which of their candidate pairs are duplicates.
 
 VGG16 and ResNet50 are one :class:`KerasAppExtractor` parameterised by a :class:`KerasApp` (constructor,
 weights file name / URL / md5, preprocessing, default threshold). TensorFlow/Keras is imported lazily inside
@@ -70,6 +75,24 @@ RESNET50_DEFAULT_THRESHOLD = 0.90
 # A user's own Keras model: nothing is known about its vectors; 0.90 is a starting point, set --threshold.
 KERAS_MODEL_DEFAULT_THRESHOLD = 0.90
 
+# Loose "candidate" and "sure" thresholds used by the verify stage (dedup.verify): pairs at or above the
+# candidate threshold of any extractor are checked with keypoints; pairs at or above the sure threshold are
+# duplicates without that check. Chosen with bench/run_bench.py (see configs/default.yaml and the README).
+PHASH_CANDIDATE_THRESHOLD = 0.70
+PHASH_SURE_THRESHOLD = 0.90
+VGG16_CANDIDATE_THRESHOLD = 0.80  # not calibrated (no ImageNet weights offline)
+VGG16_SURE_THRESHOLD = 0.97  # not calibrated (no ImageNet weights offline)
+
+# thumb: cosine similarity of zero-mean, unit-norm grayscale thumbnails (= Pearson correlation of pixels).
+THUMB_DEFAULT_THRESHOLD = 0.90
+THUMB_CANDIDATE_THRESHOLD = 0.90
+THUMB_SURE_THRESHOLD = 0.995
+
+# color: cosine similarity of square-rooted HSV histograms (= Bhattacharyya coefficient of the histograms).
+COLOR_DEFAULT_THRESHOLD = 0.97
+COLOR_CANDIDATE_THRESHOLD = 0.88
+COLOR_SURE_THRESHOLD = 1.01  # never sure from colour alone: look-alikes share colour distributions
+
 # Seed of the random weights used with ``weights: none`` (deterministic across runs).
 RANDOM_WEIGHTS_SEED = 0
 RANDOM_WEIGHTS_WARNING = (
@@ -81,6 +104,8 @@ VGG16_PREPROCESSING = "vgg16/resize-bilinear/caffe/v1"
 RESNET50_PREPROCESSING = "resnet50/resize-bilinear/caffe/v1"
 KERAS_MODEL_PREPROCESSING = "keras-model/resize-bilinear/{mode}/v1"
 PHASH_PREPROCESSING = "phash/gray-lanczos/dct2-ortho/median/v1"
+THUMB_PREPROCESSING = "thumb/trim-borders/gray-box/zero-mean/l2/v1"
+COLOR_PREPROCESSING = "color/trim-borders/rgb-box64/hsv-pillow/joint-hist/sqrt/v1"
 
 # features.preprocessing values for keras-model:PATH: keras.applications.imagenet_utils modes, plus "none"
 # (the model gets RGB 0..255) and "scale01" (RGB / 255). "auto" = the model's own for vgg16/resnet50, none
@@ -162,6 +187,9 @@ class PHashExtractor:
     """
 
     name = "phash"
+    weight_free = True
+    candidate_threshold = PHASH_CANDIDATE_THRESHOLD
+    sure_threshold = PHASH_SURE_THRESHOLD
 
     def __init__(
         self, hash_size: int = 16, *, requested: str = "phash", fallback_reason: str | None = None
@@ -224,6 +252,212 @@ class PHashExtractor:
         median = np.median(coeffs, axis=1, keepdims=True)
         signs = np.where(coeffs > median, 1.0, -1.0).astype(np.float32)
         return signs / np.float32(np.sqrt(self.dim))
+
+
+# --------------------------------------------------------------------------------------------------- borders
+
+# A border row/column belongs to a letterbox bar when its pixels differ from the bar's colour by at most
+# this much (0..255 luma) on average; at most this fraction of each side is trimmed.
+BORDER_TOLERANCE = 10.0
+BORDER_MAX_FRACTION = 0.35
+
+
+def trim_borders(image: Image.Image) -> Image.Image:
+    """The image without uniform bars along its edges (letterboxing, pillarboxing, padding).
+
+    A side is trimmed while its outermost rows (or columns) stay within :data:`BORDER_TOLERANCE` of the
+    colour of the outermost one, up to :data:`BORDER_MAX_FRACTION` of the side; a bar thinner than 2 % of
+    the side is left alone (it is more likely a frame line or a plain background than padding).
+    """
+    gray = np.asarray(image.convert("L"), dtype=np.float32)
+    h, w = gray.shape
+    if h < 8 or w < 8:
+        return image
+
+    def depth(lines: np.ndarray) -> int:
+        """How many leading lines of ``lines`` (n_lines, length) are one uniform bar."""
+        limit = int(len(lines) * BORDER_MAX_FRACTION)
+        ref = lines[0].mean()
+        dev = np.abs(lines[:limit] - ref).mean(axis=1)
+        bad = np.flatnonzero(dev > BORDER_TOLERANCE)
+        n = int(bad[0]) if len(bad) else limit
+        return n if n >= 0.02 * len(lines) else 0
+
+    top, bottom = depth(gray), depth(gray[::-1])
+    left, right = depth(gray.T), depth(gray.T[::-1])
+    if top == bottom == left == right == 0:
+        return image
+    return image.crop((left, top, w - right, h - bottom))
+
+
+# --------------------------------------------------------------------------------------------------- thumb
+
+
+class ThumbExtractor:
+    """Weight-free grayscale thumbnail: the image's coarse layout of brightness, as a vector.
+
+    Uniform letterbox bars are trimmed (:func:`trim_borders`), then the image is converted to grayscale
+    (ITU-R 601 luma) and shrunk to ``size`` x ``size`` with Pillow's BOX filter (the mean of each cell,
+    aspect ratio not kept); ``embed`` subtracts each thumbnail's mean and L2-normalises it, so the cosine
+    similarity of two thumbnails is the Pearson correlation of their pixels: insensitive to brightness and
+    contrast changes, re-encoding, resizing and colour edits, but not to crops.
+    A flat image (no contrast) becomes the zero vector and matches nothing.
+
+    Args:
+        size: side of the thumbnail in pixels (``dim = size**2``).
+        requested: the extractor the user asked for (differs from "thumb" when this is a fallback).
+        fallback_reason: why the requested extractor could not be used, if this is a fallback.
+    """
+
+    name = "thumb"
+    weight_free = True
+    default_threshold = THUMB_DEFAULT_THRESHOLD
+    candidate_threshold = THUMB_CANDIDATE_THRESHOLD
+    sure_threshold = THUMB_SURE_THRESHOLD
+
+    def __init__(
+        self, size: int = 16, *, requested: str = "thumb", fallback_reason: str | None = None
+    ) -> None:
+        if size < 4:
+            raise ConfigError(f"features.thumb_size: {size!r} is too small; allowed values: 4 or more")
+        self.size = size
+        self.dim = size * size
+        self.requested = requested
+        self.fallback_reason = fallback_reason
+        self.decode_size: int | None = 8 * size
+
+    def info(self) -> dict[str, Any]:
+        """Keys: name, weights (None), pooling (None), input_size, dim, preprocessing, fallback_used,
+        requested, fallback_reason."""
+        return {
+            "name": self.name,
+            "weights": None,
+            "pooling": None,
+            "input_size": self.size,
+            "dim": self.dim,
+            "preprocessing": THUMB_PREPROCESSING,
+            "fallback_used": self.requested != self.name and self.fallback_reason is not None,
+            "requested": self.requested,
+            "fallback_reason": self.fallback_reason,
+        }
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Grayscale thumbnail.
+
+        Returns:
+            float32 array of shape (size, size), values 0..255.
+        """
+        gray = trim_borders(image).convert("L").resize((self.size, self.size), Image.Resampling.BOX)
+        return np.asarray(gray, dtype=np.float32)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Zero-mean, unit-norm thumbnails.
+
+        Args:
+            batch: array of shape (n, size, size).
+
+        Returns:
+            float32 array of shape (n, size**2).
+        """
+        x = np.asarray(batch, dtype=np.float64)
+        if x.ndim != 3 or x.shape[1:] != (self.size, self.size):
+            raise ValueError(f"thumb expects a batch of shape (n, {self.size}, {self.size}), got {x.shape}")
+        flat = x.reshape(len(x), self.dim)
+        flat = flat - flat.mean(axis=1, keepdims=True)
+        flat[np.abs(flat).max(axis=1, initial=0.0) < 1.0] = 0.0  # flat image: no layout to compare
+        return l2_normalize(flat)
+
+
+# --------------------------------------------------------------------------------------------------- color
+
+
+class ColorExtractor:
+    """Weight-free colour descriptor: a joint HSV histogram, square-rooted (Hellinger).
+
+    Uniform letterbox bars are trimmed (:func:`trim_borders`), the image is shrunk to 64 x 64 (BOX filter)
+    and converted to HSV with Pillow; each pixel falls into one of
+    ``hue_bins x 4 x 4`` (hue x saturation x value) bins. Bin frequencies (summing to 1) are square-rooted,
+    which makes each vector unit-norm and the cosine similarity of two vectors their Bhattacharyya
+    coefficient. The descriptor ignores where colours are, so it is invariant to flips, rotations and small
+    crops, but it misses grayscale and hue edits, and different objects of similar colours look alike to it:
+    use it to propose candidates, not to decide alone.
+
+    Args:
+        hue_bins: number of hue bins.
+        requested: the extractor the user asked for (differs from "color" when this is a fallback).
+        fallback_reason: why the requested extractor could not be used, if this is a fallback.
+    """
+
+    name = "color"
+    weight_free = True
+    orientation_invariant = True  # rotated or mirrored views would give the same vector
+    default_threshold = COLOR_DEFAULT_THRESHOLD
+    candidate_threshold = COLOR_CANDIDATE_THRESHOLD
+    sure_threshold = COLOR_SURE_THRESHOLD
+    image_size = 64
+    sat_bins = 4
+    val_bins = 4
+
+    def __init__(
+        self, hue_bins: int = 16, *, requested: str = "color", fallback_reason: str | None = None
+    ) -> None:
+        if hue_bins < 2:
+            raise ConfigError(f"features.color_bins: {hue_bins!r} is too small; allowed values: 2 or more")
+        self.hue_bins = hue_bins
+        self.dim = hue_bins * self.sat_bins * self.val_bins
+        self.requested = requested
+        self.fallback_reason = fallback_reason
+        self.decode_size: int | None = 2 * self.image_size
+
+    def info(self) -> dict[str, Any]:
+        """Keys: name, weights (None), pooling (None), input_size, dim, hue_bins, preprocessing,
+        fallback_used, requested, fallback_reason."""
+        return {
+            "name": self.name,
+            "weights": None,
+            "pooling": None,
+            "input_size": self.image_size,
+            "dim": self.dim,
+            "hue_bins": self.hue_bins,
+            "preprocessing": COLOR_PREPROCESSING,
+            "fallback_used": self.requested != self.name and self.fallback_reason is not None,
+            "requested": self.requested,
+            "fallback_reason": self.fallback_reason,
+        }
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Small HSV image.
+
+        Returns:
+            uint8 array of shape (64, 64, 3): Pillow's H, S, V channels, each 0..255.
+        """
+        rgb = trim_borders(image if image.mode == "RGB" else image.convert("RGB"))
+        small = rgb.resize((self.image_size, self.image_size), Image.Resampling.BOX)
+        return np.asarray(small.convert("HSV"), dtype=np.uint8)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Square-rooted joint histograms.
+
+        Args:
+            batch: array of shape (n, 64, 64, 3), HSV values 0..255.
+
+        Returns:
+            float32 array of shape (n, hue_bins * 16), unit-norm rows.
+        """
+        x = np.asarray(batch)
+        side = self.image_size
+        if x.ndim != 4 or x.shape[1:] != (side, side, 3):
+            raise ValueError(f"color expects a batch of shape (n, {side}, {side}, 3), got {x.shape}")
+        n = len(x)
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        hsv = x.reshape(n, side * side, 3).astype(np.int64)
+        h = hsv[..., 0] * self.hue_bins // 256
+        sat = hsv[..., 1] * self.sat_bins // 256
+        val = hsv[..., 2] * self.val_bins // 256
+        bins = (h * self.sat_bins + sat) * self.val_bins + val + self.dim * np.arange(n)[:, None]
+        counts = np.bincount(bins.ravel(), minlength=n * self.dim).reshape(n, self.dim)
+        return np.sqrt(counts / float(side * side)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------- weights
@@ -546,6 +780,9 @@ class KerasAppExtractor:
     """
 
     app: KerasApp = VGG16_APP
+    weight_free = False
+    candidate_threshold = VGG16_CANDIDATE_THRESHOLD  # the same uncalibrated values for every backbone
+    sure_threshold = VGG16_SURE_THRESHOLD
 
     def __init__(self, input_size: int = 224, pooling: str = "avg", weights: str = "imagenet") -> None:
         if pooling not in ("avg", "max"):
@@ -853,11 +1090,21 @@ def _make_phash(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
     return PHashExtractor(cfg.hash_size)
 
 
+def _make_thumb(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
+    return ThumbExtractor(cfg.thumb_size)
+
+
+def _make_color(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
+    return ColorExtractor(cfg.color_bins)
+
+
 EXTRACTORS: dict[str, ExtractorFactory] = {
     "vgg16": _make_vgg16,
     "resnet50": _make_resnet50,
     "keras-model": _make_keras_model,
     "phash": _make_phash,
+    "thumb": _make_thumb,
+    "color": _make_color,
 }
 
 # Registry names that take a parameter after ':' (shown as NAME:PATH in messages).
@@ -869,7 +1116,7 @@ def allowed_extractors() -> str:
     return ", ".join(f"{k}:{PARAMETERISED[k]}" if k in PARAMETERISED else k for k in EXTRACTORS)
 
 
-def check_extractor_name(name: str, key: str = "features.extractor") -> str:
+def check_extractor_name(name: str, key: str = "features.extractor", *, within: str | None = None) -> str:
     """Validate a ``features.extractor`` value against the registry (no model is loaded).
 
     Returns:
@@ -884,7 +1131,11 @@ def check_extractor_name(name: str, key: str = "features.extractor") -> str:
         hint = ""
         if base in PARAMETERISED:
             hint = f" ({base} needs a {PARAMETERISED[base]}: {base}:{PARAMETERISED[base]})"
-        raise ConfigError(f"{key}: {name!r} is not allowed{hint}; allowed values: {allowed_extractors()}")
+        what = f"{name!r} in {within!r}" if within else repr(name)
+        raise ConfigError(
+            f"{key}: {what} is not allowed{hint}; allowed values: {allowed_extractors()} "
+            "(several may be joined with '+', e.g. phash+thumb+color)"
+        )
     return name
 
 
@@ -892,33 +1143,92 @@ def _app_of(extractor: str) -> KerasApp:
     return RESNET50_APP if extractor.partition(":")[0] == "resnet50" else VGG16_APP
 
 
-def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor:
-    """Build the configured extractor, ready to embed (weights resolved and loaded now, not lazily).
+# Extractors that need no model weights (allowed as features.offline_fallback).
+WEIGHT_FREE = frozenset({"phash", "thumb", "color"})
 
-    If the ImageNet weights cannot be obtained and ``cfg.offline_fallback`` is "phash", ``warn`` is called
-    once with one line (what failed, that phash is used, how to supply the weights) and a
-    :class:`PHashExtractor` whose ``info()["fallback_used"]`` is True is returned.
 
-    Args:
-        cfg: the ``features`` section of the configuration.
-        warn: receives one-line warnings meant for the user (the CLI prints them to stderr).
+def split_names(spec: str, key: str = "features.extractor") -> list[str]:
+    """``"phash+color"`` -> ``["phash", "color"]``, each part checked by :func:`check_extractor_name`.
+
+    Raises:
+        ConfigError: empty or unknown name (the message lists the allowed values), or a name given twice.
+    """
+    names = [p.strip() for p in spec.split("+")]
+    within = spec if len(names) > 1 else None
+    parts = [check_extractor_name(name, key, within=within) for name in names]
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"{key}: {spec!r} names an extractor twice")
+    return parts
+
+
+def _fallback(cfg: FeaturesConfig, requested: str, reason: str) -> list[Extractor]:
+    """The weight-free extractors of ``cfg.offline_fallback``, marked as a fallback for ``requested``."""
+    out: list[Extractor] = []
+    for name in split_names(cfg.offline_fallback, "features.offline_fallback"):
+        if name == "phash":
+            out.append(PHashExtractor(cfg.hash_size, requested=requested, fallback_reason=reason))
+        elif name == "thumb":
+            out.append(ThumbExtractor(cfg.thumb_size, requested=requested, fallback_reason=reason))
+        elif name == "color":
+            out.append(ColorExtractor(cfg.color_bins, requested=requested, fallback_reason=reason))
+        else:
+            raise ConfigError(
+                f"features.offline_fallback: {name!r} is not weight-free; allowed values: none, "
+                f"{', '.join(sorted(WEIGHT_FREE))} (joined with '+')"
+            )
+    return out
+
+
+def make_extractors(cfg: FeaturesConfig, warn: WarnFn | None = None) -> list[Extractor]:
+    """Build every extractor of ``cfg.extractor`` (names joined with '+'), ready to embed.
+
+    An extractor whose ImageNet weights cannot be obtained is replaced by the weight-free extractors of
+    ``cfg.offline_fallback`` (after one warning through ``warn``), leaving out any already in the list; with
+    ``offline_fallback: none`` that is an error saying how to supply the weights file.
+
+    Returns:
+        the extractors, in the order given (the first one's similarity is the one reported).
 
     Raises:
         ConfigError: unknown extractor name.
+        WeightsError: weights missing / unusable, or ImageNet unavailable with ``offline_fallback: none``.
+    """
+    out: list[Extractor] = []
+    for name in split_names(cfg.extractor):
+        factory = EXTRACTORS[name.partition(":")[0]]
+        try:
+            out.append(factory(cfg, warn))
+        except WeightsUnavailableError as e:
+            howto = weights_howto(e.app or _app_of(name))
+            if cfg.offline_fallback == "none":
+                raise WeightsUnavailableError(f"{e}; {howto}", app=e.app) from e
+            names = cfg.offline_fallback
+            _warn(
+                warn,
+                f"{e}; using the weight-free {names} extractor{'s' if '+' in names else ''} instead "
+                f"(features.offline_fallback). {howto[0].upper()}{howto[1:]}",
+            )
+            out.extend(_fallback(cfg, name, str(e)))
+    unique: dict[str, Extractor] = {}
+    for ex in out:  # one per name; one the user asked for wins over the same one brought in as a fallback
+        if ex.name not in unique or unique[ex.name].info().get("fallback_used"):
+            unique[ex.name] = ex
+    return list(unique.values())
+
+
+def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor:
+    """Build the one configured extractor, ready to embed (weights resolved and loaded now, not lazily).
+
+    Same as :func:`make_extractors` for a configuration that yields exactly one extractor (a single name,
+    and a single-extractor ``offline_fallback`` if the weights are unavailable).
+
+    Raises:
+        ConfigError: unknown extractor name, or the configuration yields several extractors.
         WeightsError: weights missing / unusable, or ImageNet unavailable with ``offline_fallback: none``
             (the message says how to supply the weights file).
     """
-    check_extractor_name(cfg.extractor)
-    factory = EXTRACTORS[cfg.extractor.partition(":")[0]]
-    try:
-        return factory(cfg, warn)
-    except WeightsUnavailableError as e:
-        howto = weights_howto(e.app or _app_of(cfg.extractor))
-        if cfg.offline_fallback != "phash":
-            raise WeightsUnavailableError(f"{e}; {howto}", app=e.app) from e
-        _warn(
-            warn,
-            f"{e}; using the weight-free phash extractor instead (features.offline_fallback). "
-            f"{howto[0].upper()}{howto[1:]}",
-        )
-        return PHashExtractor(cfg.hash_size, requested=cfg.extractor, fallback_reason=str(e))
+    extractors = make_extractors(cfg, warn)
+    if len(extractors) != 1:
+        names = "+".join(e.name for e in extractors)
+        raise ConfigError(f"features.extractor: {names} are several extractors; use make_extractors()")
+    return extractors[0]

@@ -27,20 +27,75 @@ _PAIR_CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class Embeddings:
-    """Feature vectors of the scanned images, optionally with those of their mirror images.
+    """Feature vectors of the scanned images, optionally with those of their mirror images and other views.
 
     Attributes:
         vectors: float32 array of shape (n_images, dim), L2-normalised rows.
         mirrored: float32 array of the same shape holding the vectors of the horizontally mirrored images,
             or None. When present, two images are as similar as their best match directly or mirrored, so a
             flipped copy counts as a duplicate.
+        views: further ``(name, vectors)`` views of every image, e.g. ``("rot90", ...)`` for the images
+            rotated by 90 degrees; matched like ``mirrored``. A name containing ``flip`` marks a mirror
+            image (e.g. ``vflip``, ``hflip+rot90``).
     """
 
     vectors: np.ndarray
     mirrored: np.ndarray | None = None
+    views: tuple[tuple[str, np.ndarray], ...] = ()
 
     def __len__(self) -> int:
         return len(self.vectors)
+
+    def concat(self, other: Embeddings) -> Embeddings:
+        """The rows of ``self`` followed by those of ``other`` (same extractor and views)."""
+        if (self.mirrored is None) != (other.mirrored is None) or [n for n, _ in self.views] != [
+            n for n, _ in other.views
+        ]:
+            raise ValueError("cannot concatenate embeddings with different views")
+        mirrored = None if self.mirrored is None else np.concatenate([self.mirrored, other.mirrored])
+        views = tuple(
+            (n, np.concatenate([a, b])) for (n, a), (_, b) in zip(self.views, other.views, strict=True)
+        )
+        return Embeddings(np.concatenate([self.vectors, other.vectors]), mirrored, views)
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        """Names of the views :meth:`match` reports: ``identity``, ``hflip`` (the mirror), then ``views``."""
+        return ("identity", "hflip", *(name for name, _ in self.views))
+
+    def _others(self) -> list[tuple[int, np.ndarray]]:
+        out = [] if self.mirrored is None else [(1, self.mirrored)]
+        return out + [(2 + k, vecs) for k, (_, vecs) in enumerate(self.views)]
+
+    def match(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best cosine similarity of the pairs ``(a[i], b[i])`` over every view, and which view gave it.
+
+        Returns:
+            ``(similarity, view)``: float64 array of shape (len(a),) in [-1, 1], and an int array of
+            indices into :attr:`view_names` (0 = the images as they are; a view wins only when it beats the
+            direct match by more than :data:`TOLERANCE`).
+        """
+        a = np.asarray(a, dtype=np.int64)
+        b = np.asarray(b, dtype=np.int64)
+        sim = np.empty(len(a), dtype=np.float64)
+        view = np.zeros(len(a), dtype=np.int64)
+        v = self.vectors
+        others = self._others()
+        for start in range(0, len(a), _PAIR_CHUNK):
+            s = slice(start, start + _PAIR_CHUNK)
+            best = np.einsum("ij,ij->i", v[a[s]], v[b[s]], dtype=np.float64)
+            which = np.zeros(len(best), dtype=np.int64)
+            for index, o in others:
+                other = np.maximum(
+                    np.einsum("ij,ij->i", o[a[s]], v[b[s]], dtype=np.float64),
+                    np.einsum("ij,ij->i", v[a[s]], o[b[s]], dtype=np.float64),
+                )
+                better = other > best + TOLERANCE
+                best = np.where(better, other, best)
+                which[better] = index
+            sim[s] = best
+            view[s] = which
+        return np.clip(sim, -1.0, 1.0), view
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarity of the pairs ``(a[i], b[i])`` (index arrays of equal length).
@@ -49,24 +104,9 @@ class Embeddings:
             ``(similarity, mirrored)``: float64 array of shape (len(a),) in [-1, 1], and a bool array that is
             True where the best match was between one image and the other's mirror image.
         """
-        a = np.asarray(a, dtype=np.int64)
-        b = np.asarray(b, dtype=np.int64)
-        sim = np.empty(len(a), dtype=np.float64)
-        flip = np.zeros(len(a), dtype=bool)
-        v, m = self.vectors, self.mirrored
-        for start in range(0, len(a), _PAIR_CHUNK):
-            s = slice(start, start + _PAIR_CHUNK)
-            direct = np.einsum("ij,ij->i", v[a[s]], v[b[s]], dtype=np.float64)
-            if m is None:
-                sim[s] = direct
-                continue
-            mirror = np.maximum(
-                np.einsum("ij,ij->i", m[a[s]], v[b[s]], dtype=np.float64),
-                np.einsum("ij,ij->i", v[a[s]], m[b[s]], dtype=np.float64),
-            )
-            sim[s] = np.maximum(direct, mirror)
-            flip[s] = mirror > direct + TOLERANCE
-        return np.clip(sim, -1.0, 1.0), flip
+        sim, view = self.match(a, b)
+        reflection = np.array(["flip" in name for name in self.view_names], dtype=bool)
+        return sim, reflection[view]
 
 
 def convert(value: float | np.ndarray, source: Unit, target: Unit) -> float | np.ndarray:
@@ -141,8 +181,9 @@ def neighbour_graph(
     """Sparse graph of cosine distances from each image to its ``k`` nearest neighbours within ``eps``.
 
     Neighbours come from an Annoy forest over ``embeddings.vectors``, queried with each image's vector and,
-    when present, its mirror image's vector; each candidate's distance is then recomputed exactly with
-    :meth:`Embeddings.similarity`. Edges are made symmetric (``i~j`` when either finds the other).
+    when present, its mirror image's and other views' vectors; each candidate's distance is then recomputed
+    exactly with :meth:`Embeddings.similarity`. Edges are made symmetric (``i~j`` when either finds the
+    other).
     Distance 0 (identical images) is stored as an explicit entry, so it survives sparse storage; absent
     entries mean "not a neighbour".
 
@@ -190,7 +231,7 @@ def candidate_pairs(
     if n < 2:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed)
-    mirrored = embeddings.mirrored
+    queries = [vecs for _, vecs in embeddings._others()]
     kk = min(k + 1, n)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
@@ -198,8 +239,8 @@ def candidate_pairs(
         stop = min(start + _QUERY_CHUNK, n)
         for i in range(start, stop):
             found = index.get_nns_by_item(i, kk, search_k)
-            if mirrored is not None:
-                found += index.get_nns_by_vector(mirrored[i], kk, search_k)
+            for vecs in queries:
+                found += index.get_nns_by_vector(vecs[i], kk, search_k)
             nns = np.fromiter(found, dtype=np.int64)
             nns = nns[nns != i]
             rows.append(np.full(len(nns), i, dtype=np.int64))

@@ -29,7 +29,18 @@ from dedup.pipeline import ScanResult
 
 SCHEMA_VERSION = 1
 FORMATS = (".json", ".csv", ".html")
-CSV_COLUMNS = ("group_id", "path", "kept", "similarity", "bytes", "width", "height")
+CSV_COLUMNS = (
+    "group_id",
+    "path",
+    "kept",
+    "similarity",
+    "bytes",
+    "width",
+    "height",
+    "inliers",
+    "evidence",
+    "proposed_by",
+)
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
@@ -39,24 +50,36 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
     images = result.images
     groups = []
     for number, group in enumerate(result.groups, start=1):
-        members = [
-            {
-                "path": images[m].path,
-                "similarity_to_keep": round(sim, 6),
-                "bytes": images[m].size,
-                "width": images[m].width,
-                "height": images[m].height,
-                "mtime": images[m].mtime,
-                "mirrored": flipped,
-            }
-            for m, sim, flipped in zip(group.members, group.similarities, group.mirrored, strict=True)
-        ]
+        members = []
+        for m, sim, flipped in zip(group.members, group.similarities, group.mirrored, strict=True):
+            ev = result.evidence(m, group.keep)
+            members.append(
+                {
+                    "path": images[m].path,
+                    "similarity_to_keep": round(sim, 6),
+                    "bytes": images[m].size,
+                    "width": images[m].width,
+                    "height": images[m].height,
+                    "mtime": images[m].mtime,
+                    "mirrored": flipped,
+                    "evidence": ev.reason,
+                    "inliers": ev.inliers,
+                    "coverage": ev.coverage,
+                    "proposed_by": list(ev.proposed_by),
+                    "similarities": ev.similarities,
+                }
+            )
         groups.append({"id": number, "keep": images[group.keep].path, "members": members})
     params: dict[str, Any] = result.config.to_dict()
     params["threshold"] = result.threshold
     extra: dict[str, Any] = {}
     if result.clustering is not None:
         extra = clusters_dict(result)
+    params["verified"] = result.verified
+    params["thresholds"] = {
+        name: {"plain": t.plain, "candidate": t.candidate, "sure": t.sure}
+        for name, t in result.thresholds.items()
+    }
     return {
         "version": SCHEMA_VERSION,
         "tool": f"dedup {__version__}",
@@ -72,8 +95,11 @@ def to_dict(result: ScanResult) -> dict[str, Any]:
             "reclaimable_bytes": result.reclaimable_bytes,
             "chain_splits": result.chain_splits,
             "seconds": {
-                k: round(result.seconds.get(k, 0.0), 3) for k in ("decode_extract", "index", "cluster")
-            },
+                k: round(v, 3)
+                for k, v in result.seconds.items()
+                if k in ("decode_extract", "index", "verify", "cluster")
+            }
+            | {k: round(result.seconds.get(k, 0.0), 3) for k in ("decode_extract", "index", "cluster")},
         },
         "groups": groups,
         "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
@@ -145,15 +171,28 @@ def to_json(report: dict[str, Any]) -> str:
 
 
 def to_csv(report: dict[str, Any]) -> str:
-    """One row per image in a group: group id, path, kept yes/no, similarity, bytes, width, height."""
+    """One row per image in a group: group id, path, kept yes/no, similarity, bytes, width, height,
+    inliers (empty when not verified), evidence (keep | verified | similar), proposed_by (joined by '+')."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for group in report["groups"]:
         for m in group["members"]:
             kept = "yes" if m["path"] == group["keep"] else "no"
+            inliers = m.get("inliers")
             writer.writerow(
-                [group["id"], m["path"], kept, m["similarity_to_keep"], m["bytes"], m["width"], m["height"]]
+                [
+                    group["id"],
+                    m["path"],
+                    kept,
+                    m["similarity_to_keep"],
+                    m["bytes"],
+                    m["width"],
+                    m["height"],
+                    "" if inliers is None else inliers,
+                    m.get("evidence", ""),
+                    "+".join(m.get("proposed_by", [])),
+                ]
             )
     return buf.getvalue()
 

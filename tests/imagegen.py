@@ -317,3 +317,89 @@ def write_dataset(root: Path) -> dict[str, Any]:
             "empty": ab("bad/empty.jpg"),
         },
     }
+
+
+# ----------------------------------------------------------------------------- verify-stage test images
+
+
+def letterbox(image: Image.Image, colour: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """The image centred on a square canvas of ``colour`` (bars above and below, or left and right)."""
+    side = max(image.size)
+    canvas = Image.new("RGB", (side, side), colour)
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
+def overlay_text(image: Image.Image, text: str = "(c) 2024 SAMPLE") -> Image.Image:
+    """The image with a semi-opaque white caption band near the bottom, like a watermark."""
+    base = image.convert("RGBA")
+    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    w, h = base.size
+    draw.rectangle((w // 10, int(h * 0.78), int(w * 0.7), int(h * 0.9)), fill=(255, 255, 255, 170))
+    draw.text((w // 10 + 4, int(h * 0.8)), text, fill=(0, 0, 0, 255))
+    return Image.alpha_composite(base, layer).convert("RGB")
+
+
+def rotate_crop(image: Image.Image, angle: float) -> Image.Image:
+    """Rotate by ``angle`` degrees and keep the central 70 % (no fill corners), as a camera tilt would."""
+    rotated = image.rotate(angle, resample=Image.Resampling.BICUBIC)
+    return crop_fraction(rotated, 0.3)
+
+
+def studio_photo(object_seed: int, background_seed: int, size: tuple[int, int] = (300, 400)) -> Image.Image:
+    """An object photographed on a plain studio background, like a product photo.
+
+    The background (a smooth vertical gradient of one hue) and the object's colours (a two-colour tint)
+    depend only on ``background_seed``; the object's texture (a photo-like patch with an elliptic outline
+    covering about a third of the frame, centred) and the mild sensor noise only on ``object_seed``. Two
+    different objects on the same background therefore share the background and the colour distribution
+    (they look alike to global descriptors) but no object detail.
+    """
+    rng = np.random.default_rng(background_seed)
+    width, height = size
+    top, bottom = rng.uniform(150, 235, 3), rng.uniform(120, 215, 3)
+    t = np.linspace(0.0, 1.0, height)[:, None, None]
+    backdrop = top * (1 - t) + bottom * t + np.zeros((height, width, 3))
+    dark, light = (tuple(int(c) for c in rng.integers(lo, lo + 60, 3)) for lo in (20, 170))
+    texture = ImageOps.grayscale(make_photo(object_seed, (int(width * 0.6), int(height * 0.6))))
+    obj = ImageOps.colorize(ImageOps.equalize(texture), dark, light)
+    mask = Image.new("L", obj.size, 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, obj.width - 1, obj.height - 1), fill=255)
+    image = Image.fromarray(np.clip(backdrop, 0, 255).astype(np.uint8))
+    image.paste(obj, ((width - obj.width) // 2, (height - obj.height) // 2), mask)
+    noise = np.random.default_rng(object_seed + 10_000).integers(-4, 5, (height, width, 3))
+    return Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def write_verify_dataset(root: Path) -> dict[str, Any]:
+    """A folder of an original and its hard variants (those a perceptual hash misses), unrelated photos,
+    and two different objects on one studio background.
+
+    Returns:
+        ``{"root", "original", "variants": {transform: path}, "unrelated": [paths],
+        "same_background": [path, path]}`` (absolute paths).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    original = make_photo(601, (400, 300))
+
+    def save(image: Image.Image, name: str) -> str:
+        path = root / name
+        image.save(path, "JPEG", quality=92)
+        return str(path.absolute())
+
+    variants = {
+        "crop_20pct": save(crop_fraction(original, 0.2), "crop.jpg"),
+        "letterbox": save(letterbox(original), "letterbox.jpg"),
+        "hflip": save(ImageOps.mirror(original), "flip.jpg"),
+        "rot90": save(original.transpose(Image.Transpose.ROTATE_90), "rot90.jpg"),
+        "rotate_7deg": save(rotate_crop(original, 7.0), "tilt.jpg"),
+        "text_overlay": save(overlay_text(original), "overlay.jpg"),
+    }
+    return {
+        "root": str(root.absolute()),
+        "original": save(original, "original.jpg"),
+        "variants": variants,
+        "unrelated": [save(make_photo(seed, (400, 300)), f"other{seed}.jpg") for seed in (602, 603, 604)],
+        "same_background": [save(studio_photo(seed, 77), f"studio{seed}.jpg") for seed in (611, 612)],
+    }

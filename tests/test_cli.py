@@ -58,7 +58,9 @@ def test_scan_summary_and_reports(data, tmp_path):
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == sum(len(g["members"]) for g in report["groups"])
     assert sum(r["kept"] == "yes" for r in rows) == report["stats"]["groups"]
-    assert set(rows[0]) == {"group_id", "path", "kept", "similarity", "bytes", "width", "height"}
+    columns = ["group_id", "path", "kept", "similarity", "bytes", "width", "height"]
+    assert list(rows[0])[:7] == columns  # the original columns first, in order; evidence columns after
+    assert list(rows[0])[7:] == ["inliers", "evidence", "proposed_by"]
 
 
 def test_json_flag_prints_only_json_on_stdout(data):
@@ -88,8 +90,8 @@ def test_offline_fallback_warns_once_and_report_says_so(data, tmp_path, monkeypa
     assert result.stderr.count("Warning:") == 1
     assert "--weights" in result.stderr
     report = json.loads(result.stdout)
-    assert report["extractor"]["name"] == "phash"
-    assert report["extractor"]["fallback_used"] is True
+    assert report["extractor"]["name"] == "phash+thumb+color"  # features.offline_fallback's default
+    assert report["extractor"]["fallback_used"] is True and report["params"]["verified"] is True
 
 
 def test_offline_without_fallback_is_a_clear_error(data, monkeypatch):

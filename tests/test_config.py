@@ -42,7 +42,7 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
         (
             {"features.extractor": "resnet9"},
             "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, resnet50, "
-            "keras-model:PATH, phash",
+            "keras-model:PATH, phash, thumb, color",
         ),
         (
             {"cluster.threshold": 1.5},

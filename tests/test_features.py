@@ -38,6 +38,7 @@ from dedup.features import (
     VGG16Extractor,
     keras_cache_dir,
     make_extractor,
+    make_extractors,
 )
 
 from imagegen import crop_fraction, jpeg_bytes, make_photo
@@ -168,7 +169,9 @@ def test_make_extractor_phash_info() -> None:
 
 
 def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
-    with pytest.raises(ConfigError, match="allowed values: vgg16, resnet50, keras-model:PATH, phash"):
+    with pytest.raises(
+        ConfigError, match="allowed values: vgg16, resnet50, keras-model:PATH, phash, thumb, color"
+    ):
         make_extractor(FeaturesConfig(extractor="resnet9"))
     with pytest.raises(ConfigError, match="keras-model needs a PATH"):
         make_extractor(FeaturesConfig(extractor="keras-model:"))
@@ -528,7 +531,9 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
         dataclasses.replace(features.VGG16_APP, notop_url=f"{http_404}/{VGG16_NOTOP_FILENAME}"),
     )
     warned = _Warnings()
-    ext = make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE), warn=warned)
+    ext = make_extractor(
+        FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="phash"), warn=warned
+    )
     assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
     assert len(warned) == 1 and "404" in warned[0]
     assert capsys.readouterr().out == ""  # Keras' cache notice went to stderr, not stdout
@@ -556,8 +561,10 @@ def test_resnet50_imagenet_unavailable_falls_back_with_its_own_howto(
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(features, "_keras_get_file", _offline)
     warned = _Warnings()
-    ext = make_extractor(FeaturesConfig(extractor="resnet50"), warn=warned)
-    assert isinstance(ext, PHashExtractor) and ext.info()["requested"] == "resnet50"
+    exts = make_extractors(FeaturesConfig(extractor="resnet50"), warn=warned)
+    assert [e.name for e in exts] == ["phash", "thumb", "color"]  # the default offline_fallback
+    assert isinstance(exts[0], PHashExtractor)
+    assert all(e.info()["requested"] == "resnet50" and e.info()["fallback_used"] for e in exts)
     assert len(warned) == 1
     for needle in (
         "cannot obtain the ImageNet ResNet50 weights",
