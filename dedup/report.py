@@ -316,6 +316,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
 THUMBNAIL_SIZE = 160  # longest side in pixels of the thumbnails embedded in the HTML report
 THUMBNAIL_QUALITY = 70  # their JPEG quality
 PAGE_SIZE = 50  # groups per page of the HTML report
+TSNE_EXACT_MAX = 200  # exact t-SNE up to this many images, Barnes-Hut above
 TSNE_MAX_IMAGES = 5000  # map_coordinates uses t-SNE up to this many images, PCA above (t-SNE gets slow)
 MAP_WIDTH, MAP_HEIGHT = 960, 540  # SVG user units of the collection map
 
@@ -354,6 +355,9 @@ def map_coordinates(vectors: np.ndarray, *, method: str = "auto", random_state: 
         init="pca",
         learning_rate="auto",
         random_state=random_state,
+        # Barnes-Hut is the fast approximation for large n but pathologically slow for a few dozen points
+        # (measured: 32 images 3.9 s vs 0.2 s exact; 300 images 2.8 s vs 3.2 s)
+        method="exact" if n <= TSNE_EXACT_MAX else "barnes_hut",
     )
     return np.asarray(tsne.fit_transform(x), dtype=np.float64)
 
