@@ -28,9 +28,11 @@ def _opt(
     lo: float | None = None,
     hi: float | None = None,
     auto: bool = False,
+    boolean: bool = False,
 ) -> Any:
-    """A dataclass field carrying its own validation rules and one-line help."""
-    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "auto": auto}
+    """A dataclass field carrying its own validation rules and one-line help (``boolean``: true/false, for
+    fields whose default is not a bool, such as ``auto``)."""
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "auto": auto, "boolean": boolean}
     return field(default=default, metadata=meta)
 
 
@@ -66,8 +68,12 @@ class FeaturesConfig:
         choices=("phash", "none"),
     )
     hash_size: int = _opt(16, "phash: side of the kept DCT block; bits = hash_size^2", lo=16, hi=64)
-    mirror: bool = _opt(
-        True, "also match horizontally mirrored (flipped) copies; vgg16 then runs the model twice per image"
+    mirror: bool | str = _opt(
+        AUTO,
+        "also match horizontally mirrored (flipped) copies; auto = on for phash (almost free), off for "
+        "vgg16 (it would run the model twice per image)",
+        auto=True,
+        boolean=True,
     )
 
 
@@ -103,6 +109,12 @@ class KeepConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = _opt(True, "reuse features of unchanged files from the persistent feature cache")
+    dir: str = _opt("auto", "folder of the feature cache; auto = $XDG_CACHE_HOME/dedup or ~/.cache/dedup")
+
+
+@dataclass(frozen=True)
 class Config:
     discover: DiscoverConfig = field(default_factory=DiscoverConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -110,6 +122,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The configuration as plain nested dicts (the shape of the YAML file)."""
@@ -123,6 +136,7 @@ _SECTION_TYPES: dict[str, type] = {
     "index": IndexConfig,
     "cluster": ClusterConfig,
     "keep": KeepConfig,
+    "cache": CacheConfig,
 }
 
 
@@ -132,6 +146,10 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
     default = f.default
     if meta.get("auto") and isinstance(value, str) and value.lower() == AUTO:
         return AUTO
+    if meta.get("boolean"):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true, false or 'auto', got {value!r}")
     choices = meta.get("choices") or ()
     if isinstance(default, bool):
         if isinstance(value, bool):

@@ -293,6 +293,26 @@ def fetch_imagenet_weights() -> Path:
     return Path(path)
 
 
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_imagenet_weights() -> Path | None:
+    """The ImageNet "notop" file where Keras caches it, if present and its md5 is right; else None.
+
+    Reads no network and imports no TensorFlow (``keras.utils.get_file`` would import both).
+    """
+    path = keras_cache_dir() / "models" / VGG16_NOTOP_FILENAME
+    try:
+        return path if path.is_file() and _md5(path) == VGG16_NOTOP_MD5 else None
+    except OSError:
+        return None
+
+
 def resolve_weights(spec: str, warn: WarnFn | None = None) -> Path | None:
     """Turn the ``features.weights`` value into a weights file.
 
@@ -453,6 +473,7 @@ class VGG16Extractor:
         self.decode_size: int | None = input_size
         self.model_: Any = None
         self.weights_path_: Path | None = None
+        self.resolved_ = False
         self._weights_sha256: str | None = None
 
     def build(self, warn: WarnFn | None = None) -> VGG16Extractor:
@@ -462,9 +483,40 @@ class VGG16Extractor:
             WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
             WeightsError: the weights file is missing or does not fit.
         """
-        path = resolve_weights(self.weights, warn)
+        return self.resolve(warn).load()
+
+    def resolve(self, warn: WarnFn | None = None) -> VGG16Extractor:
+        """Find and check the weights file without building the model, so :meth:`info` is complete.
+
+        TensorFlow is not imported when the weights are a file, ``none``, or ImageNet weights already in the
+        Keras cache (checked against their md5 here); only a missing ImageNet file needs Keras (to download
+        it). This is what lets a scan served entirely from the feature cache skip TensorFlow.
+
+        Raises:
+            WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
+            WeightsError: the weights file is missing or is not a Keras weights file.
+        """
+        if self.weights == "imagenet":
+            path: Path | None = cached_imagenet_weights() or fetch_imagenet_weights()
+        else:
+            path = resolve_weights(self.weights, warn)
         if path is not None:
             _weights_layout(path)  # reject garbage before paying for the TensorFlow import
+        self.weights_path_ = path
+        self.resolved_ = True
+        return self
+
+    def load(self) -> VGG16Extractor:
+        """Build the model and load the resolved weights (idempotent; resolves first if needed).
+
+        Raises:
+            WeightsError: the weights do not fit.
+        """
+        if self.model_ is not None:
+            return self
+        if not self.resolved_:
+            self.resolve()
+        path = self.weights_path_
         keras = _import_keras()
         side = self.input_size
         model = keras.applications.VGG16(
@@ -552,8 +604,38 @@ EXTRACTORS: dict[str, ExtractorFactory] = {
 }
 
 
-def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor:
+def _resolve_vgg16(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
+    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights).resolve(warn)
+
+
+# Factories that return an extractor whose info() is complete but whose model is loaded by ensure_loaded();
+# extractors without an entry here are built eagerly by their EXTRACTORS factory.
+LAZY_EXTRACTORS: dict[str, ExtractorFactory] = {"vgg16": _resolve_vgg16}
+
+
+def ensure_loaded(extractor: Extractor) -> None:
+    """Load the model of an extractor made with ``make_extractor(..., lazy=True)`` (no-op when loaded)."""
+    load = getattr(extractor, "load", None)
+    if callable(load):
+        load()
+
+
+def uses_mirror(cfg: FeaturesConfig, extractor: Extractor) -> bool:
+    """Whether mirror-image vectors are computed: ``features.mirror``, where ``auto`` means on for the
+    weight-free hash (a second hash costs next to nothing) and off for CNN extractors (a second model pass
+    doubles the cost; ImageNet CNNs are trained with random horizontal flips, so their pooled features of a
+    mirror image are close to the original's)."""
+    if isinstance(cfg.mirror, bool):
+        return cfg.mirror
+    return extractor.name == "phash"
+
+
+def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None, *, lazy: bool = False) -> Extractor:
     """Build the configured extractor, ready to embed (weights resolved and loaded now, not lazily).
+
+    With ``lazy``, weights are resolved and checked now (so the offline fallback is decided here and
+    ``info()`` is complete) but the model is only built by :func:`ensure_loaded`: a scan whose features all
+    come from the cache never imports TensorFlow.
 
     If the ImageNet weights cannot be obtained and ``cfg.offline_fallback`` is "phash", ``warn`` is called
     once with one line (what failed, that phash is used, how to supply the weights) and a
@@ -575,6 +657,8 @@ def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor
             f"features.extractor: {cfg.extractor!r} is not allowed; allowed values: "
             f"{', '.join(sorted(EXTRACTORS))}"
         )
+    if lazy:
+        factory = LAZY_EXTRACTORS.get(key, factory)
     try:
         return factory(cfg, warn)
     except WeightsUnavailableError as e:
