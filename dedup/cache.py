@@ -48,7 +48,17 @@ _CHUNK = 500  # parameters per SELECT ... IN (...) (SQLite's limit is 999 on old
 _BUSY_TIMEOUT_S = 30.0
 
 # info() keys that define what a vector means; everything else (file paths, fallback notes) is not identity.
-_IDENTITY_KEYS = ("name", "weights", "weights_sha256", "seed", "pooling", "input_size", "hash_size", "dim")
+_IDENTITY_KEYS = (
+    "name",
+    "weights",
+    "weights_sha256",
+    "seed",
+    "pooling",
+    "input_size",
+    "hash_size",
+    "dim",
+    "precision",
+)
 
 
 class CacheError(DedupError):

@@ -68,6 +68,11 @@ class FeaturesConfig:
         choices=("phash", "none"),
     )
     hash_size: int = _opt(16, "phash: side of the kept DCT block; bits = hash_size^2", lo=16, hi=64)
+    precision: str = _opt(
+        AUTO,
+        "vgg16 compute precision; auto = bfloat16 on CPUs with native bf16 (AVX512_BF16/AMX), else float32",
+        choices=(AUTO, "float32", "bfloat16"),
+    )
     mirror: bool | str = _opt(
         AUTO,
         "also match horizontally mirrored (flipped) copies; auto = on for phash (almost free), off for "

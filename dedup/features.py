@@ -459,14 +459,25 @@ class VGG16Extractor:
     name = "vgg16"
     dim = 512
 
-    def __init__(self, input_size: int = 224, pooling: str = "avg", weights: str = "imagenet") -> None:
+    def __init__(
+        self,
+        input_size: int = 224,
+        pooling: str = "avg",
+        weights: str = "imagenet",
+        precision: str = "float32",
+    ) -> None:
         if pooling not in ("avg", "max"):
             raise ConfigError(f"features.pooling: {pooling!r} is not allowed; allowed values: avg, max")
         if input_size < 32:
             raise ConfigError(
                 f"features.input_size: {input_size!r} is out of range; allowed values: 32 or more"
             )
+        if precision not in ("float32", "bfloat16"):
+            raise ConfigError(
+                f"features.precision: {precision!r} is not allowed; allowed values: float32, bfloat16"
+            )
         self.input_size = input_size
+        self.precision = precision
         self.pooling = pooling
         self.weights = weights.lower() if weights.lower() in ("imagenet", "none") else weights
         self.default_threshold = VGG16_DEFAULT_THRESHOLD
@@ -519,9 +530,15 @@ class VGG16Extractor:
         path = self.weights_path_
         keras = _import_keras()
         side = self.input_size
-        model = keras.applications.VGG16(
-            include_top=False, weights=None, pooling=self.pooling, input_shape=(side, side, 3)
-        )
+        previous = keras.config.dtype_policy()
+        if self.precision == "bfloat16":  # bf16 compute, float32 variables: the same weight files load
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = keras.applications.VGG16(
+                include_top=False, weights=None, pooling=self.pooling, input_shape=(side, side, 3)
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
         if path is None:
             _init_random(model, RANDOM_WEIGHTS_SEED)
         else:
@@ -533,7 +550,7 @@ class VGG16Extractor:
     def info(self) -> dict[str, Any]:
         """Keys: name, weights ("imagenet" | file path | "none"), weights_file, weights_sha256 (computed on
         first call; None for "none"), pooling, input_size, dim, preprocessing, fallback_used (False),
-        requested ("vgg16"), seed (for "none")."""
+        requested ("vgg16"), seed (for "none"), precision ("float32" | "bfloat16")."""
         if self.weights_path_ is not None and self._weights_sha256 is None:
             self._weights_sha256 = _sha256(self.weights_path_)
         weights = self.weights
@@ -551,6 +568,7 @@ class VGG16Extractor:
             "fallback_used": False,
             "requested": self.name,
             "seed": RANDOM_WEIGHTS_SEED if self.weights == "none" else None,
+            "precision": self.precision,
         }
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -590,8 +608,28 @@ class VGG16Extractor:
 # --------------------------------------------------------------------------------------------------- registry
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (x86 AVX512_BF16 or AMX-BF16; Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def model_precision(cfg: FeaturesConfig) -> str:
+    """``features.precision``, with ``auto`` = bfloat16 on CPUs that compute it natively, else float32."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
 def _make_vgg16(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
-    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights).build(warn)
+    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg)).build(warn)
 
 
 def _make_phash(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
@@ -605,7 +643,7 @@ EXTRACTORS: dict[str, ExtractorFactory] = {
 
 
 def _resolve_vgg16(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
-    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights).resolve(warn)
+    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg)).resolve(warn)
 
 
 # Factories that return an extractor whose info() is complete but whose model is loaded by ensure_loaded();

@@ -6,7 +6,10 @@ distance. :func:`convert` is the one place that converts between these units.
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -137,6 +140,8 @@ def neighbour_graph(
     search_k: int = -1,
     seed: int = 42,
     progress: ProgressFn | None = None,
+    chunk: int = _QUERY_CHUNK,
+    n_jobs: int = -1,
 ) -> sp.csr_matrix:
     """Sparse graph of cosine distances from each image to its ``k`` nearest neighbours within ``eps``.
 
@@ -146,6 +151,10 @@ def neighbour_graph(
     Distance 0 (identical images) is stored as an explicit entry, so it survives sparse storage; absent
     entries mean "not a neighbour".
 
+    Queries run in chunks of ``chunk`` images on ``n_jobs`` threads (Annoy releases the GIL while it
+    searches); each chunk keeps only its candidates within ``eps``, so memory grows with the number of
+    edges, not with ``n * k``. The result does not depend on ``chunk`` or ``n_jobs``.
+
     Args:
         embeddings: the images' vectors (and mirrored vectors).
         eps: cosine-distance radius, ``1 - threshold_similarity`` (compared with :data:`TOLERANCE` slack).
@@ -154,6 +163,8 @@ def neighbour_graph(
         search_k: Annoy nodes inspected per query; -1 = Annoy's default.
         seed: Annoy seed.
         progress: optional callback ``(phase, done, total)`` with phase ``"index"``.
+        chunk: images queried per task.
+        n_jobs: query threads (and Annoy build threads); -1 = all cores.
 
     Returns:
         ``scipy.sparse.csr_matrix`` of shape (n_images, n_images), float64 cosine distances, no diagonal.
@@ -161,13 +172,14 @@ def neighbour_graph(
     n = len(embeddings)
     if n < 2:
         return sp.csr_matrix((n, n), dtype=np.float64)
-    index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed)
+    index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed, n_jobs=n_jobs)
     mirrored = embeddings.mirrored
     kk = min(k + 1, n)
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    for start in range(0, n, _QUERY_CHUNK):
-        stop = min(start + _QUERY_CHUNK, n)
+
+    def query(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stop = min(start + chunk, n)
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
         for i in range(start, stop):
             found = index.get_nns_by_item(i, kk, search_k)
             if mirrored is not None:
@@ -176,15 +188,36 @@ def neighbour_graph(
             nns = nns[nns != i]
             rows.append(np.full(len(nns), i, dtype=np.int64))
             cols.append(nns)
-        if progress:
-            progress("index", stop, n)
-    return _graph_from_candidates(embeddings, np.concatenate(rows), np.concatenate(cols), eps)
+        return _edges_within(embeddings, np.concatenate(rows), np.concatenate(cols), eps)
+
+    workers = max(1, (os.cpu_count() or 1) if n_jobs < 0 else n_jobs)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    starts = range(0, n, chunk)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dedup-annoy") as pool:
+        # at most 2 chunks per thread in flight, so pending results stay small
+        pending: deque[Future[tuple[np.ndarray, np.ndarray, np.ndarray]]] = deque()
+        for start in starts:
+            pending.append(pool.submit(query, start))
+            if len(pending) >= 2 * workers:
+                parts.append(pending.popleft().result())
+                if progress:
+                    progress("index", min(len(parts) * chunk, n), n)
+        while pending:
+            parts.append(pending.popleft().result())
+            if progress:
+                progress("index", min(len(parts) * chunk, n), n)
+    lo = np.concatenate([p[0] for p in parts])
+    hi = np.concatenate([p[1] for p in parts])
+    dist = np.concatenate([p[2] for p in parts])
+    keys, first = np.unique(lo * n + hi, return_index=True)
+    lo, hi, dist = keys // n, keys % n, dist[first]
+    return _symmetric(lo, hi, dist, n)
 
 
-def _graph_from_candidates(
+def _edges_within(
     embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, eps: float
-) -> sp.csr_matrix:
-    """Symmetric sparse cosine-distance graph of the candidate pairs ``(rows[i], cols[i])`` within ``eps``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct candidate pairs ``(rows[i], cols[i])`` within ``eps`` as ``(lo, hi, cosine distance)``."""
     n = len(embeddings)
     lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
     keys = np.unique(lo * n + hi)
@@ -193,7 +226,10 @@ def _graph_from_candidates(
     dist = 1.0 - sim
     dist[dist < TOLERANCE] = 0.0
     keep = dist <= eps + TOLERANCE
-    lo, hi, dist = lo[keep], hi[keep], dist[keep]
+    return lo[keep], hi[keep], dist[keep]
+
+
+def _symmetric(lo: np.ndarray, hi: np.ndarray, dist: np.ndarray, n: int) -> sp.csr_matrix:
     graph = sp.coo_matrix(
         (np.concatenate([dist, dist]), (np.concatenate([lo, hi]), np.concatenate([hi, lo]))), shape=(n, n)
     )
