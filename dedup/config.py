@@ -69,8 +69,9 @@ class FeaturesConfig:
     )
     hash_size: int = _opt(16, "phash: side of the kept DCT block; bits = hash_size^2", lo=16, hi=64)
     precision: str = _opt(
-        AUTO,
-        "vgg16 compute precision; auto = bfloat16 on CPUs with native bf16 (AVX512_BF16/AMX), else float32",
+        "float32",
+        "vgg16 compute precision; bfloat16 is ~1.7x faster on CPUs with native bf16 (AVX512_BF16/AMX); "
+        "auto = bfloat16 on such CPUs, else float32",
         choices=(AUTO, "float32", "bfloat16"),
     )
     mirror: bool | str = _opt(

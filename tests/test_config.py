@@ -109,8 +109,9 @@ def test_precision_and_cache_keys():
 
     assert load_config(overrides={"features.precision": "float32"}).features.precision == "float32"
     assert model_precision(load_config(overrides={"features.precision": "bfloat16"}).features) == "bfloat16"
+    assert model_precision(load_config().features) == "float32"
     expected = "bfloat16" if cpu_has_bf16() else "float32"
-    assert model_precision(load_config().features) == expected
+    assert model_precision(load_config(overrides={"features.precision": "auto"}).features) == expected
     with pytest.raises(ConfigError, match="allowed values: auto, float32, bfloat16"):
         load_config(overrides={"features.precision": "fp8"})
     cfg = load_config(overrides={"cache.enabled": False, "cache.dir": "/tmp/x"})

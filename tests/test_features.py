@@ -527,3 +527,17 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     assert capsys.readouterr().out == ""  # Keras' cache notice went to stderr, not stdout
     with pytest.raises(WeightsError, match="--weights FILE"):
         make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="none"))
+
+
+@pytest.mark.tf
+def test_bfloat16_precision_gives_nearly_the_fp32_vectors() -> None:
+    x = np.stack([np.asarray(make_photo(s, (SIDE, SIDE)), dtype=np.float32) for s in range(4)])
+    fp32 = VGG16Extractor(SIDE, "avg", "none", "float32").build()
+    bf16 = VGG16Extractor(SIDE, "avg", "none", "bfloat16").build()
+    a, b = fp32.embed(x), bf16.embed(x)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(1).min()) > 0.999
+    assert bf16.info()["precision"] == "bfloat16" and fp32.info()["precision"] == "float32"
+    with pytest.raises(ConfigError, match="features.precision"):
+        VGG16Extractor(SIDE, "avg", "none", "float16")
