@@ -296,20 +296,6 @@ class FeatureCache:
             return {}
         return found
 
-    def sizes(self) -> set[int]:
-        """File sizes of the rows of this extractor that carry a content digest."""
-        if not self.enabled:
-            return set()
-        try:
-            rows = self._conn().execute(
-                "SELECT DISTINCT size FROM features WHERE extractor = ? AND content IS NOT NULL",
-                (self.extractor_id_,),
-            )
-            return {int(r[0]) for r in rows}
-        except sqlite3.DatabaseError as e:
-            self._fail(e)
-            return set()
-
     def by_content(self, size: int, content: str, *, mirror: bool) -> Entry | None:
         """A verified entry of any file with these bytes (size and digest), or None."""
         if not self.enabled:
