@@ -388,14 +388,15 @@ def bench_scale() -> dict[str, Any]:
 
 def scale_markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| vectors | index + graph s | cluster s | total s | peak RSS MB | planted pairs | recall | "
-        "precision | load |",
+        "| vectors | index + graph s | cluster s | total s | peak RSS MB (main / largest worker) | "
+        "planted pairs | recall | precision | load |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['n']:,} | {r['seconds_index_graph']} | {r['seconds_cluster']} | {r['seconds_total']} | "
-            f"{r['peak_rss_mb']:.0f} | {r['planted_pairs']:,} | {r['recall']} | {r['precision']} | "
+            f"{r['peak_rss_mb']:.0f} / {r.get('peak_rss_worker_mb', 0):.0f} | {r['planted_pairs']:,} | "
+            f"{r['recall']} | {r['precision']} | "
             f"{r['load']} |"
         )
     return "\n".join(lines) + "\n"

@@ -8,6 +8,10 @@ Data: ``n`` L2-normalised 512-d Gaussian vectors; 5 % of them are the bases of p
 0.975 to the base and 0.95 between members, above the 0.90 threshold); unrelated 512-d vectors have cosine
 about N(0, 1/512), far below it. Recall = planted pairs found in one group / planted pairs.
 
+``peak_rss_mb`` is this process (vectors, graph, DBSCAN); ``peak_rss_worker_mb`` the largest query worker,
+whose resident pages are mostly the memory-mapped Annoy file shared with the other worker through the page
+cache.
+
 Usage: python bench/scale.py N [--seed S]   (prints one JSON line)
 """
 
@@ -113,6 +117,8 @@ def run(n: int, seed: int) -> dict[str, object]:
         "seconds_cluster": round(t_cluster, 2),
         "seconds_total": round(t_index + t_cluster, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # largest query worker (from 50k vectors on); its RSS counts the shared, memory-mapped index pages
+        "peak_rss_worker_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
 
 
