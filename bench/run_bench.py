@@ -52,7 +52,6 @@ def machine() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
-        "load_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -536,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or list(BENCHMARKS):
         run, markdown = BENCHMARKS[name]
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        load_at_start = [round(x, 2) for x in os.getloadavg()]
         result = run()
         result.update(
             {
@@ -543,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
                 "started": started,
                 "machine": machine(),
                 "command": f"python bench/run_bench.py{flags} {name}",
+                "load_at_start": load_at_start,
                 "load_at_end": [round(x, 2) for x in os.getloadavg()],
             }
         )
