@@ -6,11 +6,14 @@ distance. :func:`convert` is the one place that converts between these units.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import tempfile
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +25,8 @@ Unit = Literal["similarity", "cosine", "angular"]
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 _QUERY_CHUNK = 4096
+# From this many images on, neighbour queries run in worker processes (see neighbour_graph).
+PARALLEL_FROM = 50_000
 
 # Float32 vectors of identical images can differ in the 7th digit; distances this small count as equal.
 TOLERANCE = 1e-6
@@ -105,7 +110,9 @@ def convert(value: float | np.ndarray, source: Unit, target: Unit) -> float | np
     return float(out) if out.ndim == 0 else out
 
 
-def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -1) -> Any:
+def build_index(
+    vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -1, on_disk: Path | None = None
+) -> Any:
     """Build an Annoy forest (angular metric) over ``vectors``.
 
     Args:
@@ -113,6 +120,7 @@ def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -
         n_trees: number of random-projection trees.
         seed: seed of the forest (results are reproducible for a given seed and data).
         n_jobs: threads used to build the trees; -1 = all cores.
+        on_disk: build straight into this file (memory-mapped; other processes can ``load`` it).
 
     Returns:
         A built ``annoy.AnnoyIndex`` whose item ``i`` is row ``i`` of ``vectors``.
@@ -122,9 +130,11 @@ def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -
     n, dim = vectors.shape
     index = AnnoyIndex(dim, "angular")
     index.set_seed(seed)
-    for i in range(n):
-        index.add_item(i, vectors[i])
     try:
+        if on_disk is not None:
+            index.on_disk_build(str(on_disk))
+        for i in range(n):
+            index.add_item(i, vectors[i])
         index.build(n_trees, n_jobs=n_jobs)
     except Exception as e:  # annoy raises plain Exception / OSError
         raise DedupError(f"cannot build the Annoy index: {e}") from e
@@ -142,6 +152,7 @@ def neighbour_graph(
     progress: ProgressFn | None = None,
     chunk: int = _QUERY_CHUNK,
     n_jobs: int = -1,
+    processes_from: int = PARALLEL_FROM,
 ) -> sp.csr_matrix:
     """Sparse graph of cosine distances from each image to its ``k`` nearest neighbours within ``eps``.
 
@@ -151,9 +162,11 @@ def neighbour_graph(
     Distance 0 (identical images) is stored as an explicit entry, so it survives sparse storage; absent
     entries mean "not a neighbour".
 
-    Queries run in chunks of ``chunk`` images on ``n_jobs`` threads (Annoy releases the GIL while it
-    searches); each chunk keeps only its candidates within ``eps``, so memory grows with the number of
-    edges, not with ``n * k``. The result does not depend on ``chunk`` or ``n_jobs``.
+    Queries run in chunks of ``chunk`` images; each chunk keeps only its candidates within ``eps``, so
+    memory grows with the number of edges, not with ``n * k``. From ``processes_from`` images on, chunks
+    are queried by ``n_jobs`` worker processes (Annoy holds the GIL while it searches, so threads would not
+    help) sharing a memory-mapped copy of the forest. The result does not depend on ``chunk``, ``n_jobs``
+    or ``processes_from``.
 
     Args:
         embeddings: the images' vectors (and mirrored vectors).
@@ -164,7 +177,8 @@ def neighbour_graph(
         seed: Annoy seed.
         progress: optional callback ``(phase, done, total)`` with phase ``"index"``.
         chunk: images queried per task.
-        n_jobs: query threads (and Annoy build threads); -1 = all cores.
+        n_jobs: Annoy build threads and query processes; -1 = all cores.
+        processes_from: smallest number of images queried by worker processes (starting them costs ~1 s).
 
     Returns:
         ``scipy.sparse.csr_matrix`` of shape (n_images, n_images), float64 cosine distances, no diagonal.
@@ -172,46 +186,90 @@ def neighbour_graph(
     n = len(embeddings)
     if n < 2:
         return sp.csr_matrix((n, n), dtype=np.float64)
-    index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed, n_jobs=n_jobs)
-    mirrored = embeddings.mirrored
     kk = min(k + 1, n)
-
-    def query(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        stop = min(start + chunk, n)
-        rows: list[np.ndarray] = []
-        cols: list[np.ndarray] = []
-        for i in range(start, stop):
-            found = index.get_nns_by_item(i, kk, search_k)
-            if mirrored is not None:
-                found += index.get_nns_by_vector(mirrored[i], kk, search_k)
-            nns = np.fromiter(found, dtype=np.int64)
-            nns = nns[nns != i]
-            rows.append(np.full(len(nns), i, dtype=np.int64))
-            cols.append(nns)
-        return _edges_within(embeddings, np.concatenate(rows), np.concatenate(cols), eps)
-
     workers = max(1, (os.cpu_count() or 1) if n_jobs < 0 else n_jobs)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    starts = range(0, n, chunk)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dedup-annoy") as pool:
-        # at most 2 chunks per thread in flight, so pending results stay small
-        pending: deque[Future[tuple[np.ndarray, np.ndarray, np.ndarray]]] = deque()
+    starts = list(range(0, n, chunk))
+    parts: list[_Edges] = []
+
+    def done(part: _Edges) -> None:
+        parts.append(part)
+        if progress:
+            progress("index", min(len(parts) * chunk, n), n)
+
+    if workers > 1 and n >= processes_from:
+        # Annoy holds the GIL while it searches, so parallel queries need processes: the forest is built
+        # into a memory-mapped file that every worker loads (shared page cache, not copies).
+        with tempfile.TemporaryDirectory(prefix="dedup-annoy-") as tmp:
+            folder = Path(tmp)
+            index = build_index(
+                embeddings.vectors, n_trees=n_trees, seed=seed, n_jobs=n_jobs, on_disk=folder / _INDEX_FILE
+            )
+            index.unload()
+            np.save(folder / "vectors.npy", embeddings.vectors)
+            if embeddings.mirrored is not None:
+                np.save(folder / "mirrored.npy", embeddings.mirrored)
+            dim = embeddings.vectors.shape[1]
+            context = multiprocessing.get_context("spawn")  # never fork a process that may run TensorFlow
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                pending: deque[Future[_Edges]] = deque()
+                for start in starts:  # at most 2 chunks per worker in flight: results stay small
+                    stop = min(start + chunk, n)
+                    args = (str(folder), dim, start, stop, kk, search_k, eps)
+                    pending.append(pool.submit(_query_file, *args))
+                    if len(pending) >= 2 * workers:
+                        done(pending.popleft().result())
+                while pending:
+                    done(pending.popleft().result())
+    else:
+        index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed, n_jobs=n_jobs)
         for start in starts:
-            pending.append(pool.submit(query, start))
-            if len(pending) >= 2 * workers:
-                parts.append(pending.popleft().result())
-                if progress:
-                    progress("index", min(len(parts) * chunk, n), n)
-        while pending:
-            parts.append(pending.popleft().result())
-            if progress:
-                progress("index", min(len(parts) * chunk, n), n)
+            done(_query(index, embeddings, start, min(start + chunk, n), kk, search_k, eps))
     lo = np.concatenate([p[0] for p in parts])
     hi = np.concatenate([p[1] for p in parts])
     dist = np.concatenate([p[2] for p in parts])
     keys, first = np.unique(lo * n + hi, return_index=True)
     lo, hi, dist = keys // n, keys % n, dist[first]
     return _symmetric(lo, hi, dist, n)
+
+
+_Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
+_INDEX_FILE = "index.ann"
+_WORKER_STATE: dict[str, tuple[Any, Embeddings]] = {}
+
+
+def _query(
+    index: Any, embeddings: Embeddings, start: int, stop: int, kk: int, search_k: int, eps: float
+) -> _Edges:
+    """Edges within ``eps`` from the images ``start..stop-1`` to their ``kk`` Annoy neighbours (and those
+    of their mirror images)."""
+    mirrored = embeddings.mirrored
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for i in range(start, stop):
+        found = index.get_nns_by_item(i, kk, search_k)
+        if mirrored is not None:
+            found += index.get_nns_by_vector(mirrored[i], kk, search_k)
+        nns = np.fromiter(found, dtype=np.int64)
+        nns = nns[nns != i]
+        rows.append(np.full(len(nns), i, dtype=np.int64))
+        cols.append(nns)
+    return _edges_within(embeddings, np.concatenate(rows), np.concatenate(cols), eps)
+
+
+def _query_file(folder: str, dim: int, start: int, stop: int, kk: int, search_k: int, eps: float) -> _Edges:
+    """:func:`_query` in a worker process, on the index and vectors saved in ``folder`` (loaded once)."""
+    from annoy import AnnoyIndex
+
+    state = _WORKER_STATE.get(folder)
+    if state is None:
+        index = AnnoyIndex(dim, "angular")
+        index.load(str(Path(folder) / _INDEX_FILE))
+        vectors = np.load(Path(folder) / "vectors.npy", mmap_mode="r")
+        mirrored_path = Path(folder) / "mirrored.npy"
+        mirrored = np.load(mirrored_path, mmap_mode="r") if mirrored_path.exists() else None
+        _WORKER_STATE.clear()
+        state = _WORKER_STATE[folder] = (index, Embeddings(vectors, mirrored))
+    return _query(state[0], state[1], start, stop, kk, search_k, eps)
 
 
 def _edges_within(
