@@ -9,9 +9,9 @@ Usage:
     python bench/run_bench.py --full scale    # full sizes (1M vectors, all 3,781 clothing photos): slow
 
 Defaults keep ``make bench`` reasonably short on the 2-core machine: ``extract`` and ``cache`` use a
-VGG16 subset of the clothing photos (``--extract-n``, default 256; ``--full`` = all 3,781, ~15-30 min),
-``scale`` runs 10k and 100k vectors (``--full`` adds 1M, ~10 min). ``peers`` needs bench/.venv-peers
-(``make bench-peers``); it is skipped with a note when that environment is missing.
+VGG16 subset of the clothing photos (``--extract-n``, default 128, ~4 min; ``--full`` = all 3,781,
+~15-30 min), ``scale`` runs 10k and 100k vectors (``--full`` adds 1M, ~10 min). ``peers`` needs
+bench/.venv-peers (``make bench-peers``); it is skipped with a note when that environment is missing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONS: dict[str, Any] = {"full": False, "extract_n": 256}
+OPTIONS: dict[str, Any] = {"full": False, "extract_n": 128}
 PEERS_PYTHON = ROOT / "bench" / ".venv-peers" / "bin" / "python"
 CLOTHING = "clothing-dataset-small"
 RESULTS = ROOT / "bench" / "results"
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     OPTIONS.update(full=args.full, extract_n=args.extract_n)
     flags = (" --full" if args.full else "") + (
-        f" --extract-n {args.extract_n}" if args.extract_n != 256 else ""
+        f" --extract-n {args.extract_n}" if args.extract_n != 128 else ""
     )
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
