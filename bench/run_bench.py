@@ -318,8 +318,10 @@ def bench_cache() -> dict[str, Any]:
         env = {**os.environ, "XDG_CACHE_HOME": str(work / "xdg")}
         cases = [("phash", DATA / CLOTHING, ["--features", "phash"])]
         subset = work / "vgg-subset"
-        files = _clothing_files(n)
-        extra = [f for f in _clothing_files(None) if f.path not in {g.path for g in files}][:10]
+        everything = _clothing_files(None)
+        files = _clothing_files(n) if n is not None else everything[:-10]  # --full: 10 held back to add
+        chosen = {f.path for f in files}
+        extra = [f for f in everything if f.path not in chosen][:10]
         subset.mkdir()
         for f in files:  # symlinks: the same bytes, a folder we can add 10 images to
             (subset / Path(f.path).name).symlink_to(f.path)
