@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench bench-peers clean
 
 install: ## create .venv and install dedup with its dev extras
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ lint: ## ruff + mypy
 	$(BIN)/ruff format --check dedup tests bench
 	$(BIN)/mypy dedup
 
-bench: ## benchmarks on ../shared/data; results in bench/results/
-	$(BIN)/python bench/run_bench.py
+bench: ## benchmarks on ../shared/data; results in bench/results/ (BENCH_ARGS="--full" for full sizes)
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
+bench-peers: ## separate venv with imagededup + imagehash for the peers benchmark (not dedup dependencies)
+	test -x bench/.venv-peers/bin/python || $(PYTHON) -m venv bench/.venv-peers
+	bench/.venv-peers/bin/pip install "imagededup>=0.3" "imagehash>=4.3"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -256,6 +256,17 @@ HiddenOpt = Annotated[
 ]
 
 
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Neither read nor write the feature cache: extract every image afresh."),
+]
+
+
+def cache_overrides(no_cache: bool) -> dict[str, Any]:
+    """The config override of ``--no-cache`` (nothing when the flag is not given)."""
+    return {"cache.enabled": False if no_cache else None}
+
+
 def scan_overrides(
     threshold: float | None,
     features: str | None,
@@ -309,6 +320,7 @@ def scan(
         bool, typer.Option("--json", help="Print the JSON report to stdout (progress stays on stderr).")
     ] = False,
     top: Annotated[int, typer.Option("--top", help="Largest groups shown in the summary.", min=0)] = 10,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Report near-duplicate images (dry run: nothing is modified, moved or created except --report files).
 
@@ -318,7 +330,11 @@ def scan(
 
     with _errors():
         cfg = build_config(
-            config, scan_overrides(threshold, features, weights, keep, recursive, include_hidden)
+            config,
+            {
+                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden),
+                **cache_overrides(no_cache),
+            },
         )
         destinations = [reports.check_destination(p) for p in report or []]
         result = run_scan(paths, cfg)
@@ -336,6 +352,14 @@ def scan(
         for dest in destinations:
             reports.write_report(data, dest, **(html_extras if dest.suffix.lower() == ".html" else {}))
         render_summary(data, stderr if json_out else stdout, top=top)
+        if result.sources is not None:
+            src = result.sources
+            stderr.print(
+                f"Features: {src.cached} from the cache, {src.reused} reused by content, "
+                f"{src.identical} byte-identical copies, {src.extracted} extracted.",
+                highlight=False,
+                soft_wrap=True,
+            )
         for dest in destinations:
             (stderr if json_out else stdout).print(
                 f"Report written to {dest}", highlight=False, soft_wrap=True
@@ -582,6 +606,7 @@ def prune(
     weights: WeightsOpt = None,
     recursive: RecursiveOpt = None,
     include_hidden: HiddenOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Keep one image per duplicate group; move the others to a quarantine folder (or delete them).
 
@@ -597,7 +622,11 @@ def prune(
         if delete == (to is not None):
             raise InputError("give either --to QUARANTINE_DIR or --delete")
         cfg = build_config(
-            config, scan_overrides(threshold, features, weights, keep, recursive, include_hidden)
+            config,
+            {
+                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden),
+                **cache_overrides(no_cache),
+            },
         )
         data = _action_report(paths, from_report, cfg, to)
         policy = cfg.keep.policy if (keep is not None or config is not None) else None
@@ -684,6 +713,7 @@ def group(
             show_default=False,
         ),
     ] = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Sort images into one folder per duplicate group (group-0001/ is the largest), plus unique/ -- or,
     with --method agglomerative|kmeans, every image into a cluster folder (cluster-0001/ is the largest),
@@ -709,6 +739,7 @@ def group(
                 "group.clusters": clusters,
                 "group.distance_threshold": distance_threshold,
                 "group.linkage": linkage,
+                **cache_overrides(no_cache),
             }
         )
         cfg = build_config(config, overrides)
@@ -1169,6 +1200,67 @@ def tune(
         if json_out:
             sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
             sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+cache_app = typer.Typer(
+    help="Inspect or empty the persistent feature cache.", no_args_is_help=True, rich_markup_mode="rich"
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the facts as JSON to stdout.")] = False,
+) -> None:
+    """Show where the feature cache is, how big it is and how many images it holds per extractor.
+
+    Example: dedup cache info
+    """
+    import json
+
+    from dedup import cache
+
+    with _errors():
+        cfg = build_config(config, {})
+        facts = cache.info(cache.cache_dir(cfg.cache))
+        if json_out:
+            sys.stdout.write(json.dumps({"enabled": cfg.cache.enabled, **facts}, indent=2) + "\n")
+            return
+        table = Table(title="dedup feature cache", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        table.add_row("Enabled", "yes" if cfg.cache.enabled else "no (cache.enabled: false)")
+        table.add_row("File", facts["file"] + ("" if facts["exists"] else " (not created yet)"))
+        table.add_row("Size", _human_bytes(facts["bytes"]))
+        table.add_row("Images", str(facts["entries"]))
+        for ex in facts["extractors"]:
+            ident = ex["identity"]
+            what = ", ".join(f"{k}={v}" for k, v in ident.items() if v is not None and k != "weights_sha256")
+            if ident.get("weights_sha256"):
+                what += f", weights sha256 {ident['weights_sha256'][:12]}…"
+            table.add_row(f"  {ex['entries']} images", escape(what))
+        if facts["error"]:
+            table.add_row("Error", escape(facts["error"]) + " (it will be rebuilt by the next scan)")
+        stdout.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(config: ConfigOpt = None) -> None:
+    """Delete the feature cache; the next scan extracts every image again.
+
+    Example: dedup cache clear
+    """
+    from dedup import cache
+
+    with _errors():
+        cfg = build_config(config, {})
+        folder = cache.cache_dir(cfg.cache)
+        freed = cache.clear(folder)
+        message = f"Feature cache in {folder} cleared ({_human_bytes(freed)} freed)."
+        stdout.print(message, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

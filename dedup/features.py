@@ -28,8 +28,10 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -594,6 +596,18 @@ def _keras_get_file(**kwargs: Any) -> str:
     return path
 
 
+def _origin_reachable(url: str) -> bool:
+    """Whether the host of ``url`` resolves (no connection is made); False on a machine without network."""
+    host = urllib.parse.urlparse(url).hostname
+    if not host:
+        return False
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return True
+
+
 def fetch_imagenet_weights(app: KerasApp = VGG16_APP) -> Path:
     """Path of ``app``'s ImageNet "notop" weights, from the Keras cache or downloaded into it.
 
@@ -603,6 +617,15 @@ def fetch_imagenet_weights(app: KerasApp = VGG16_APP) -> Path:
     Raises:
         WeightsUnavailableError: not cached (or cached but corrupt) and the download failed.
     """
+    if not _origin_reachable(app.notop_url):
+        # Offline: say so at once, without importing TensorFlow (~4 s) only to fail the download, and
+        # without letting Keras delete a cached file whose md5 it could not confirm by re-downloading.
+        host = urllib.parse.urlparse(app.notop_url).hostname
+        raise WeightsUnavailableError(
+            f"cannot obtain the ImageNet {app.display} weights (not in the Keras cache, and {host} cannot be "
+            "reached)",
+            app=app,
+        )
     cache = keras_cache_dir()
     with contextlib.suppress(OSError):  # get_file falls back to /tmp/.keras if it cannot write here
         cache.mkdir(parents=True, exist_ok=True)
@@ -620,6 +643,26 @@ def fetch_imagenet_weights(app: KerasApp = VGG16_APP) -> Path:
             f"cannot obtain the ImageNet {app.display} weights ({reason})", app=app
         ) from e
     return Path(path)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_imagenet_weights(app: KerasApp = VGG16_APP) -> Path | None:
+    """``app``'s ImageNet "notop" file where Keras caches it, if present and its md5 is right; else None.
+
+    Reads no network and imports no TensorFlow (``keras.utils.get_file`` would import both).
+    """
+    path = keras_cache_dir() / "models" / app.notop_filename
+    try:
+        return path if path.is_file() and _md5(path) == app.notop_md5 else None
+    except OSError:
+        return None
 
 
 def resolve_weights(spec: str, warn: WarnFn | None = None, app: KerasApp = VGG16_APP) -> Path | None:
@@ -784,22 +827,34 @@ class KerasAppExtractor:
     candidate_threshold = VGG16_CANDIDATE_THRESHOLD  # the same uncalibrated values for every backbone
     sure_threshold = VGG16_SURE_THRESHOLD
 
-    def __init__(self, input_size: int = 224, pooling: str = "avg", weights: str = "imagenet") -> None:
+    def __init__(
+        self,
+        input_size: int = 224,
+        pooling: str = "avg",
+        weights: str = "imagenet",
+        precision: str = "float32",
+    ) -> None:
         if pooling not in ("avg", "max"):
             raise ConfigError(f"features.pooling: {pooling!r} is not allowed; allowed values: avg, max")
         if input_size < 32:
             raise ConfigError(
                 f"features.input_size: {input_size!r} is out of range; allowed values: 32 or more"
             )
+        if precision not in ("float32", "bfloat16"):
+            raise ConfigError(
+                f"features.precision: {precision!r} is not allowed; allowed values: float32, bfloat16"
+            )
         self.name = self.app.name
         self.dim = self.app.dim
         self.input_size = input_size
+        self.precision = precision
         self.pooling = pooling
         self.weights = weights.lower() if weights.lower() in ("imagenet", "none") else weights
         self.default_threshold = self.app.default_threshold
         self.decode_size: int | None = input_size
         self.model_: Any = None
         self.weights_path_: Path | None = None
+        self.resolved_ = False
         self._weights_sha256: str | None = None
 
     def build(self, warn: WarnFn | None = None) -> KerasAppExtractor:
@@ -809,15 +864,52 @@ class KerasAppExtractor:
             WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
             WeightsError: the weights file is missing or does not fit.
         """
-        path = resolve_weights(self.weights, warn, self.app)
+        return self.resolve(warn).load()
+
+    def resolve(self, warn: WarnFn | None = None) -> KerasAppExtractor:
+        """Find and check the weights file without building the model, so :meth:`info` is complete.
+
+        TensorFlow is not imported when the weights are a file, ``none``, or ImageNet weights already in the
+        Keras cache (checked against their md5 here); only a missing ImageNet file needs Keras (to download
+        it). This is what lets a scan served entirely from the feature cache skip TensorFlow.
+
+        Raises:
+            WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
+            WeightsError: the weights file is missing or is not a Keras weights file.
+        """
+        if self.weights == "imagenet":
+            path: Path | None = cached_imagenet_weights(self.app) or fetch_imagenet_weights(self.app)
+        else:
+            path = resolve_weights(self.weights, warn, self.app)
         if path is not None:
             _weights_layout(path)  # reject garbage before paying for the TensorFlow import
+        self.weights_path_ = path
+        self.resolved_ = True
+        return self
+
+    def load(self) -> KerasAppExtractor:
+        """Build the model and load the resolved weights (idempotent; resolves first if needed).
+
+        Raises:
+            WeightsError: the weights do not fit.
+        """
+        if self.model_ is not None:
+            return self
+        if not self.resolved_:
+            self.resolve()
+        path = self.weights_path_
         keras = _import_keras(f"the {self.name} extractor")
         side = self.input_size
         constructor = getattr(keras.applications, self.app.constructor)
-        model = constructor(
-            include_top=False, weights=None, pooling=self.pooling, input_shape=(side, side, 3)
-        )
+        previous = keras.config.dtype_policy()
+        if self.precision == "bfloat16":  # bf16 compute, float32 variables: the same weight files load
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = constructor(
+                include_top=False, weights=None, pooling=self.pooling, input_shape=(side, side, 3)
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
         if path is None:
             _init_random(model, RANDOM_WEIGHTS_SEED)
         else:
@@ -829,7 +921,7 @@ class KerasAppExtractor:
     def info(self) -> dict[str, Any]:
         """Keys: name, weights ("imagenet" | file path | "none"), weights_file, weights_sha256 (computed on
         first call; None for "none"), pooling, input_size, dim, preprocessing, fallback_used (False),
-        requested (the name), seed (for "none")."""
+        requested (the name), seed (for "none"), precision ("float32" | "bfloat16")."""
         if self.weights_path_ is not None and self._weights_sha256 is None:
             self._weights_sha256 = _sha256(self.weights_path_)
         weights = self.weights
@@ -847,6 +939,7 @@ class KerasAppExtractor:
             "fallback_used": False,
             "requested": self.name,
             "seed": RANDOM_WEIGHTS_SEED if self.weights == "none" else None,
+            "precision": self.precision,
         }
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -1073,12 +1166,32 @@ class KerasModelExtractor:
 # --------------------------------------------------------------------------------------------------- registry
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (x86 AVX512_BF16 or AMX-BF16; Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def model_precision(cfg: FeaturesConfig) -> str:
+    """``features.precision``, with ``auto`` = bfloat16 on CPUs that compute it natively, else float32."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
 def _make_vgg16(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
-    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights).build(warn)
+    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg)).build(warn)
 
 
 def _make_resnet50(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
-    return ResNet50Extractor(cfg.input_size, cfg.pooling, cfg.weights).build(warn)
+    return ResNet50Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg)).build(warn)
 
 
 def _make_keras_model(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
@@ -1114,6 +1227,36 @@ PARAMETERISED = {"keras-model": "PATH"}
 def allowed_extractors() -> str:
     """The allowed ``features.extractor`` values, for messages: "vgg16, resnet50, keras-model:PATH, ..."."""
     return ", ".join(f"{k}:{PARAMETERISED[k]}" if k in PARAMETERISED else k for k in EXTRACTORS)
+
+
+def _resolve_vgg16(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
+    return VGG16Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg)).resolve(warn)
+
+
+def _resolve_resnet50(cfg: FeaturesConfig, warn: WarnFn | None) -> Extractor:
+    return ResNet50Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg)).resolve(warn)
+
+
+# Factories that return an extractor whose info() is complete but whose model is loaded by ensure_loaded();
+# extractors without an entry here are built eagerly by their EXTRACTORS factory.
+LAZY_EXTRACTORS: dict[str, ExtractorFactory] = {"vgg16": _resolve_vgg16, "resnet50": _resolve_resnet50}
+
+
+def ensure_loaded(extractor: Extractor) -> None:
+    """Load the model of an extractor made with ``make_extractor(..., lazy=True)`` (no-op when loaded)."""
+    load = getattr(extractor, "load", None)
+    if callable(load):
+        load()
+
+
+def uses_mirror(cfg: FeaturesConfig, extractor: Extractor) -> bool:
+    """Whether mirror-image vectors are computed: ``features.mirror``, where ``auto`` means on for the weight-
+    free extractors (a second hash or histogram costs next to nothing) and off for CNN extractors (a
+    second model pass doubles the cost; ImageNet CNNs are trained with random horizontal flips, so their
+    pooled features of a mirror image are close to the original's)."""
+    if isinstance(cfg.mirror, bool):
+        return cfg.mirror
+    return bool(getattr(extractor, "weight_free", False))
 
 
 def check_extractor_name(name: str, key: str = "features.extractor", *, within: str | None = None) -> str:
@@ -1179,8 +1322,14 @@ def _fallback(cfg: FeaturesConfig, requested: str, reason: str) -> list[Extracto
     return out
 
 
-def make_extractors(cfg: FeaturesConfig, warn: WarnFn | None = None) -> list[Extractor]:
+def make_extractors(
+    cfg: FeaturesConfig, warn: WarnFn | None = None, *, lazy: bool = False
+) -> list[Extractor]:
     """Build every extractor of ``cfg.extractor`` (names joined with '+'), ready to embed.
+
+    With ``lazy``, weights are resolved and checked now (so the offline fallback is decided here and
+    ``info()`` is complete) but CNN models are only built by :func:`ensure_loaded`: a scan whose features
+    all come from the cache never imports TensorFlow.
 
     An extractor whose ImageNet weights cannot be obtained is replaced by the weight-free extractors of
     ``cfg.offline_fallback`` (after one warning through ``warn``), leaving out any already in the list; with
@@ -1195,7 +1344,8 @@ def make_extractors(cfg: FeaturesConfig, warn: WarnFn | None = None) -> list[Ext
     """
     out: list[Extractor] = []
     for name in split_names(cfg.extractor):
-        factory = EXTRACTORS[name.partition(":")[0]]
+        key = name.partition(":")[0]
+        factory = LAZY_EXTRACTORS.get(key, EXTRACTORS[key]) if lazy else EXTRACTORS[key]
         try:
             out.append(factory(cfg, warn))
         except WeightsUnavailableError as e:
@@ -1216,8 +1366,8 @@ def make_extractors(cfg: FeaturesConfig, warn: WarnFn | None = None) -> list[Ext
     return list(unique.values())
 
 
-def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor:
-    """Build the one configured extractor, ready to embed (weights resolved and loaded now, not lazily).
+def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None, *, lazy: bool = False) -> Extractor:
+    """Build the one configured extractor, ready to embed (weights resolved and loaded now unless ``lazy``).
 
     Same as :func:`make_extractors` for a configuration that yields exactly one extractor (a single name,
     and a single-extractor ``offline_fallback`` if the weights are unavailable).
@@ -1227,7 +1377,7 @@ def make_extractor(cfg: FeaturesConfig, warn: WarnFn | None = None) -> Extractor
         WeightsError: weights missing / unusable, or ImageNet unavailable with ``offline_fallback: none``
             (the message says how to supply the weights file).
     """
-    extractors = make_extractors(cfg, warn)
+    extractors = make_extractors(cfg, warn, lazy=lazy)
     if len(extractors) != 1:
         names = "+".join(e.name for e in extractors)
         raise ConfigError(f"features.extractor: {names} are several extractors; use make_extractors()")

@@ -112,11 +112,14 @@ class ImageFile:
         path: absolute path (not resolved through symlinks: the path the user sees).
         size: file size in bytes (of the target if a symlink).
         mtime: modification time, seconds since the epoch (``st_mtime``).
+        mtime_ns: modification time in integer nanoseconds (``st_mtime_ns``; the feature cache's key), or
+            -1 when unknown (the cache then stats the file).
     """
 
     path: str
     size: int
     mtime: float
+    mtime_ns: int = -1
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,7 @@ class _Walk:
             self._unreadable(path, _os_reason(e, "cannot read"), explicit)
             return
         if found:
-            self.files.append(ImageFile(path, st.st_size, st.st_mtime))
+            self.files.append(ImageFile(path, st.st_size, st.st_mtime, st.st_mtime_ns))
         else:
             self._unreadable(path, NOT_AN_IMAGE, explicit)
 

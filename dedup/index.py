@@ -6,8 +6,14 @@ distance. :func:`convert` is the one place that converts between these units.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import tempfile
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -19,6 +25,8 @@ Unit = Literal["similarity", "cosine", "angular"]
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 _QUERY_CHUNK = 4096
+# From this many images on, neighbour queries run in worker processes (see neighbour_graph).
+PARALLEL_FROM = 50_000
 
 # Float32 vectors of identical images can differ in the 7th digit; distances this small count as equal.
 TOLERANCE = 1e-6
@@ -142,7 +150,9 @@ def convert(value: float | np.ndarray, source: Unit, target: Unit) -> float | np
     return float(out) if out.ndim == 0 else out
 
 
-def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -1) -> Any:
+def build_index(
+    vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -1, on_disk: Path | None = None
+) -> Any:
     """Build an Annoy forest (angular metric) over ``vectors``.
 
     Args:
@@ -150,6 +160,7 @@ def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -
         n_trees: number of random-projection trees.
         seed: seed of the forest (results are reproducible for a given seed and data).
         n_jobs: threads used to build the trees; -1 = all cores.
+        on_disk: build straight into this file (memory-mapped; other processes can ``load`` it).
 
     Returns:
         A built ``annoy.AnnoyIndex`` whose item ``i`` is row ``i`` of ``vectors``.
@@ -159,9 +170,11 @@ def build_index(vectors: np.ndarray, *, n_trees: int, seed: int, n_jobs: int = -
     n, dim = vectors.shape
     index = AnnoyIndex(dim, "angular")
     index.set_seed(seed)
-    for i in range(n):
-        index.add_item(i, vectors[i])
     try:
+        if on_disk is not None:
+            index.on_disk_build(str(on_disk))
+        for i in range(n):
+            index.add_item(i, vectors[i])
         index.build(n_trees, n_jobs=n_jobs)
     except Exception as e:  # annoy raises plain Exception / OSError
         raise DedupError(f"cannot build the Annoy index: {e}") from e
@@ -177,6 +190,9 @@ def neighbour_graph(
     search_k: int = -1,
     seed: int = 42,
     progress: ProgressFn | None = None,
+    chunk: int = _QUERY_CHUNK,
+    n_jobs: int = -1,
+    processes_from: int = PARALLEL_FROM,
 ) -> sp.csr_matrix:
     """Sparse graph of cosine distances from each image to its ``k`` nearest neighbours within ``eps``.
 
@@ -187,6 +203,12 @@ def neighbour_graph(
     Distance 0 (identical images) is stored as an explicit entry, so it survives sparse storage; absent
     entries mean "not a neighbour".
 
+    Queries run in chunks of ``chunk`` images; each chunk keeps only its candidates within ``eps``, so
+    memory grows with the number of edges, not with ``n * k``. From ``processes_from`` images on, chunks
+    are queried by ``n_jobs`` worker processes (Annoy holds the GIL while it searches, so threads would not
+    help) sharing a memory-mapped copy of the forest. The result does not depend on ``chunk``, ``n_jobs``
+    or ``processes_from``.
+
     Args:
         embeddings: the images' vectors (and mirrored vectors).
         eps: cosine-distance radius, ``1 - threshold_similarity`` (compared with :data:`TOLERANCE` slack).
@@ -195,6 +217,9 @@ def neighbour_graph(
         search_k: Annoy nodes inspected per query; -1 = Annoy's default.
         seed: Annoy seed.
         progress: optional callback ``(phase, done, total)`` with phase ``"index"``.
+        chunk: images queried per task.
+        n_jobs: Annoy build threads and query processes; -1 = all cores.
+        processes_from: smallest number of images queried by worker processes (starting them costs ~1 s).
 
     Returns:
         ``scipy.sparse.csr_matrix`` of shape (n_images, n_images), float64 cosine distances, no diagonal.
@@ -202,10 +227,131 @@ def neighbour_graph(
     n = len(embeddings)
     if n < 2:
         return sp.csr_matrix((n, n), dtype=np.float64)
-    rows, cols = candidate_pairs(
-        embeddings, k=k, n_trees=n_trees, search_k=search_k, seed=seed, progress=progress
+    kk = min(k + 1, n)
+    workers = max(1, (os.cpu_count() or 1) if n_jobs < 0 else n_jobs)
+    starts = list(range(0, n, chunk))
+    parts: list[_Edges] = []
+
+    def done(part: _Edges) -> None:
+        parts.append(part)
+        if progress:
+            progress("index", min(len(parts) * chunk, n), n)
+
+    if workers > 1 and n >= processes_from:
+        # Annoy holds the GIL while it searches, so parallel queries need processes: the forest is built
+        # into a memory-mapped file that every worker loads (shared page cache, not copies).
+        with tempfile.TemporaryDirectory(prefix="dedup-annoy-") as tmp:
+            folder = Path(tmp)
+            index = build_index(
+                embeddings.vectors, n_trees=n_trees, seed=seed, n_jobs=n_jobs, on_disk=folder / _INDEX_FILE
+            )
+            index.unload()
+            np.save(folder / "vectors.npy", embeddings.vectors)
+            if embeddings.mirrored is not None:
+                np.save(folder / "mirrored.npy", embeddings.mirrored)
+            for v, (_, vecs) in enumerate(embeddings.views):
+                np.save(folder / f"view{v}.npy", vecs)
+            view_names = [name for name, _ in embeddings.views]
+            dim = embeddings.vectors.shape[1]
+            context = multiprocessing.get_context("spawn")  # never fork a process that may run TensorFlow
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                pending: deque[Future[_Edges]] = deque()
+                for start in starts:  # at most 2 chunks per worker in flight: results stay small
+                    stop = min(start + chunk, n)
+                    args = (str(folder), dim, view_names, start, stop, kk, search_k, eps)
+                    pending.append(pool.submit(_query_file, *args))
+                    if len(pending) >= 2 * workers:
+                        done(pending.popleft().result())
+                while pending:
+                    done(pending.popleft().result())
+    else:
+        index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed, n_jobs=n_jobs)
+        for start in starts:
+            done(_query(index, embeddings, start, min(start + chunk, n), kk, search_k, eps))
+    lo = np.concatenate([p[0] for p in parts])
+    hi = np.concatenate([p[1] for p in parts])
+    dist = np.concatenate([p[2] for p in parts])
+    keys, first = np.unique(lo * n + hi, return_index=True)
+    lo, hi, dist = keys // n, keys % n, dist[first]
+    return _symmetric(lo, hi, dist, n)
+
+
+_Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
+_INDEX_FILE = "index.ann"
+_WORKER_STATE: dict[str, tuple[Any, Embeddings]] = {}
+
+
+def _query(
+    index: Any, embeddings: Embeddings, start: int, stop: int, kk: int, search_k: int, eps: float
+) -> _Edges:
+    """Edges within ``eps`` from the images ``start..stop-1`` to their ``kk`` Annoy neighbours (and those
+    of their mirror images and other views)."""
+    rows, cols = _neighbours(index, embeddings, start, stop, kk, search_k)
+    return _edges_within(embeddings, rows, cols, eps)
+
+
+def _neighbours(
+    index: Any, embeddings: Embeddings, start: int, stop: int, kk: int, search_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs ``(rows, cols)`` of the images ``start..stop-1``: their ``kk`` Annoy neighbours,
+    found with their own vectors and every other view's (the image itself left out)."""
+    queries = [vecs for _, vecs in embeddings._others()]
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for i in range(start, stop):
+        found = index.get_nns_by_item(i, kk, search_k)
+        for vecs in queries:
+            found += index.get_nns_by_vector(vecs[i], kk, search_k)
+        nns = np.fromiter(found, dtype=np.int64)
+        nns = nns[nns != i]
+        rows.append(np.full(len(nns), i, dtype=np.int64))
+        cols.append(nns)
+    if not rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def _query_file(
+    folder: str, dim: int, view_names: list[str], start: int, stop: int, kk: int, search_k: int, eps: float
+) -> _Edges:
+    """:func:`_query` in a worker process, on the index and vectors saved in ``folder`` (loaded once)."""
+    from annoy import AnnoyIndex
+
+    state = _WORKER_STATE.get(folder)
+    if state is None:
+        index = AnnoyIndex(dim, "angular")
+        index.load(str(Path(folder) / _INDEX_FILE))
+        vectors = np.load(Path(folder) / "vectors.npy", mmap_mode="r")
+        mirrored_path = Path(folder) / "mirrored.npy"
+        mirrored = np.load(mirrored_path, mmap_mode="r") if mirrored_path.exists() else None
+        views = tuple(
+            (name, np.load(Path(folder) / f"view{v}.npy", mmap_mode="r")) for v, name in enumerate(view_names)
+        )
+        _WORKER_STATE.clear()
+        state = _WORKER_STATE[folder] = (index, Embeddings(vectors, mirrored, views))
+    return _query(state[0], state[1], start, stop, kk, search_k, eps)
+
+
+def _edges_within(
+    embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct candidate pairs ``(rows[i], cols[i])`` within ``eps`` as ``(lo, hi, cosine distance)``."""
+    n = len(embeddings)
+    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+    keys = np.unique(lo * n + hi)
+    lo, hi = keys // n, keys % n
+    sim, _ = embeddings.similarity(lo, hi)
+    dist = 1.0 - sim
+    dist[dist < TOLERANCE] = 0.0
+    keep = dist <= eps + TOLERANCE
+    return lo[keep], hi[keep], dist[keep]
+
+
+def _symmetric(lo: np.ndarray, hi: np.ndarray, dist: np.ndarray, n: int) -> sp.csr_matrix:
+    graph = sp.coo_matrix(
+        (np.concatenate([dist, dist]), (np.concatenate([lo, hi]), np.concatenate([hi, lo]))), shape=(n, n)
     )
-    return _graph_from_candidates(embeddings, rows, cols, eps)
+    return graph.tocsr()
 
 
 def candidate_pairs(
@@ -219,9 +365,9 @@ def candidate_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each image's approximate ``k`` nearest neighbours from an Annoy forest, as candidate pairs.
 
-    Each image is queried with its vector and, when present, its mirror image's vector (so a flipped copy
-    is found); the image itself is left out. Distances are not computed here: callers recompute them
-    exactly with :meth:`Embeddings.similarity` (:func:`neighbour_graph`, ``dedup.tune``).
+    Each image is queried with its vector and every other view's (mirror image, rotations), so a flipped
+    copy is found; the image itself is left out. Distances are not computed here: callers recompute them
+    exactly with :meth:`Embeddings.similarity` (``dedup.tune``).
 
     Returns:
         ``(rows, cols)``: int64 arrays of equal length; ``cols[i]`` is a candidate neighbour of ``rows[i]``.
@@ -231,20 +377,14 @@ def candidate_pairs(
     if n < 2:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     index = build_index(embeddings.vectors, n_trees=n_trees, seed=seed)
-    queries = [vecs for _, vecs in embeddings._others()]
     kk = min(k + 1, n)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     for start in range(0, n, _QUERY_CHUNK):
         stop = min(start + _QUERY_CHUNK, n)
-        for i in range(start, stop):
-            found = index.get_nns_by_item(i, kk, search_k)
-            for vecs in queries:
-                found += index.get_nns_by_vector(vecs[i], kk, search_k)
-            nns = np.fromiter(found, dtype=np.int64)
-            nns = nns[nns != i]
-            rows.append(np.full(len(nns), i, dtype=np.int64))
-            cols.append(nns)
+        r, c = _neighbours(index, embeddings, start, stop, kk, search_k)
+        rows.append(r)
+        cols.append(c)
         if progress:
             progress("index", stop, n)
     return np.concatenate(rows), np.concatenate(cols)
@@ -259,23 +399,4 @@ def graph_from_pairs(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray,
     n = len(embeddings)
     if n < 2 or len(rows) == 0:
         return sp.csr_matrix((n, n), dtype=np.float64)
-    return _graph_from_candidates(embeddings, rows, cols, eps)
-
-
-def _graph_from_candidates(
-    embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, eps: float
-) -> sp.csr_matrix:
-    """Symmetric sparse cosine-distance graph of the candidate pairs ``(rows[i], cols[i])`` within ``eps``."""
-    n = len(embeddings)
-    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
-    keys = np.unique(lo * n + hi)
-    lo, hi = keys // n, keys % n
-    sim, _ = embeddings.similarity(lo, hi)
-    dist = 1.0 - sim
-    dist[dist < TOLERANCE] = 0.0
-    keep = dist <= eps + TOLERANCE
-    lo, hi, dist = lo[keep], hi[keep], dist[keep]
-    graph = sp.coo_matrix(
-        (np.concatenate([dist, dist]), (np.concatenate([lo, hi]), np.concatenate([hi, lo]))), shape=(n, n)
-    )
-    return graph.tocsr()
+    return _symmetric(*_edges_within(embeddings, rows, cols, eps), n)

@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from PIL import Image
 
+from dedup.cache import Entry, FeatureCache, Row, content_digest
+from dedup.cache import opened as opened_cache
 from dedup.cluster import Clustering, Group, cluster_embeddings, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
 from dedup.errors import ConfigError, ImageError, InputError
-from dedup.features import Extractor, make_extractors
+from dedup.features import Extractor, ensure_loaded, make_extractors, uses_mirror
 from dedup.images import ImageFile, ImageRecord, Skipped, discover, open_image, stat_root
 from dedup.index import Embeddings, build_index, convert, neighbour_graph
 from dedup.verify import (
@@ -60,6 +65,7 @@ class ScanResult:
         thresholds: each extractor's effective thresholds by name.
         verified: whether candidate pairs were checked with keypoints (the verify stage ran).
         verifier: the pair decisions of a run with several extractors or verification (None otherwise).
+        sources: where the vectors came from (feature cache, identical files, extraction).
     """
 
     paths: list[str]
@@ -73,6 +79,7 @@ class ScanResult:
     chain_splits: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     clustering: Clustering | None = None
+    sources: ExtractStats | None = None
     all_embeddings: dict[str, Embeddings] = field(default_factory=dict)
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     verified: bool = False
@@ -142,29 +149,14 @@ def find_duplicates(
         WeightsError: model weights cannot be obtained and no fallback is allowed.
     """
     config = config or Config()
-    seconds: dict[str, float] = {}
-    for path in paths:  # cheap checks first: a typo in a path must not wait for TensorFlow
-        stat_root(path)
-    # Weights before the walk: a missing weights file should fail before a long walk over the folders.
-    extractors = make_extractors(config.features, warn=warn)
-    extractor = extractors[0]
+    feats = collect_features(paths, config, exclude=exclude, progress=progress, warn=warn)
+    extractors, images, all_embeddings = feats.extractors, feats.images, feats.all_embeddings
+    extractor, embeddings = feats.extractor, feats.embeddings
+    seconds = dict(feats.seconds)
     threshold = effective_threshold(config, extractor)
     eps = float(convert(threshold, "similarity", "cosine"))
     verify = verification_enabled(config, extractors)
-
-    t0 = time.perf_counter()
-    if progress:
-        progress("discover", 0, None)
-    files, skipped = discover(paths, config.discover, exclude=exclude, progress=progress)
-    seconds["discover"] = time.perf_counter() - t0
-    if progress:
-        progress("discover", len(files), len(files))
-
-    t0 = time.perf_counter()
-    images, all_embeddings, failed = extract_all(files, extractors, config, progress=progress)
-    embeddings = all_embeddings[0]
-    seconds["decode_extract"] = time.perf_counter() - t0
-    skipped = sorted(skipped + failed, key=lambda s: s.path)
+    skipped = feats.skipped
     thresholds = {e.name: thresholds_for(e, config) for e in extractors}
     common: dict[str, Any] = {
         "paths": [os.path.abspath(p) for p in paths],
@@ -176,6 +168,7 @@ def find_duplicates(
         "threshold": threshold,
         "all_embeddings": {e.name: emb for e, emb in zip(extractors, all_embeddings, strict=True)},
         "thresholds": thresholds,
+        "sources": feats.stats,
     }
     if len(extractors) > 1 or verify:
         verifier, groups, splits = _verified_groups(
@@ -390,7 +383,126 @@ def view_plan(extractor: Extractor, config: Config, shape: tuple[int, ...]) -> l
         return []
     if getattr(extractor, "orientation_invariant", False) or len(shape) < 2 or shape[0] != shape[1]:
         return []
-    return list(ROTATED_VIEWS) + (list(MIRRORED_ROTATED_VIEWS) if config.features.mirror else [])
+    mirrored = uses_mirror(config.features, extractor)
+    return list(ROTATED_VIEWS) + (list(MIRRORED_ROTATED_VIEWS) if mirrored else [])
+
+
+# Batches decoded ahead of the model: enough to hide decoding behind a model call, few enough that memory
+# stays flat (each VGG16 batch of 32 images is about 19 MB of float32).
+PREFETCH_BATCHES = 2
+
+
+@dataclass
+class ExtractStats:
+    """Where the vectors of a scan came from (each decoded image counts once).
+
+    Attributes:
+        cached: found in the feature cache by path, size and modification time.
+        reused: found in the cache by content (a moved, renamed or copied file).
+        identical: byte-identical to another file of this scan; that file's vectors were copied.
+        extracted: decoded and run through the extractor.
+    """
+
+    cached: int = 0
+    reused: int = 0
+    identical: int = 0
+    extracted: int = 0
+
+
+@dataclass
+class FeatureSet:
+    """The features of every image under some paths (what :func:`collect_features` returns).
+
+    Attributes:
+        paths: absolute roots that were scanned.
+        images: every image that decoded, aligned with the rows of every embeddings.
+        extractors: the extractors that really ran (after any offline fallback), in configured order; a
+            model may be unloaded when every vector came from the cache.
+        all_embeddings: one :class:`Embeddings` per extractor (views such as the mirror image included).
+        skipped: files that could not be used, with reasons, sorted by path.
+        config: the configuration used.
+        stats: where the vectors came from.
+        seconds: wall time of ``discover`` and ``decode_extract``.
+    """
+
+    paths: list[str]
+    images: list[ImageRecord]
+    extractors: list[Extractor]
+    all_embeddings: list[Embeddings]
+    skipped: list[Skipped]
+    config: Config
+    stats: ExtractStats
+    seconds: dict[str, float]
+
+    @property
+    def extractor(self) -> Extractor:
+        """The first extractor: its similarity is the one reported, and ``similar``/``tune`` rank by it."""
+        return self.extractors[0]
+
+    @property
+    def embeddings(self) -> Embeddings:
+        """The first extractor's embeddings."""
+        return self.all_embeddings[0]
+
+
+def collect_features(
+    paths: Sequence[str | Path],
+    config: Config | None = None,
+    *,
+    exclude: Sequence[Path] = (),
+    progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
+    first_only: bool = False,
+) -> FeatureSet:
+    """Discover the images under ``paths`` and get their features, through the feature cache.
+
+    This is the first half of :func:`find_duplicates`, and where ``similar`` and ``tune`` get their features
+    (``first_only``: only the first configured extractor, which they rank by). Unchanged files are read from
+    the cache (``cache.enabled``, ``cache.dir``) without being decoded; when every file is cached no model
+    is loaded (TensorFlow is not imported). Reads files, never modifies anything but the cache.
+
+    Raises:
+        InputError: a path does not exist.
+        WeightsError: model weights cannot be obtained and no fallback is allowed.
+    """
+    config = config or Config()
+    seconds: dict[str, float] = {}
+    for path in paths:  # cheap checks first: a typo in a path must not wait for TensorFlow
+        stat_root(path)
+    # Weights before the walk: a missing weights file should fail before a long walk over the folders.
+    extractors = make_extractors(config.features, warn=warn, lazy=True)
+    if first_only:
+        extractors = extractors[:1]
+
+    t0 = time.perf_counter()
+    if progress:
+        progress("discover", 0, None)
+    files, skipped = discover(paths, config.discover, exclude=exclude, progress=progress)
+    seconds["discover"] = time.perf_counter() - t0
+    if progress:
+        progress("discover", len(files), len(files))
+
+    t0 = time.perf_counter()
+    stats = ExtractStats()
+    with ExitStack() as stack:
+        caches = [
+            stack.enter_context(opened_cache(config.cache, *_cache_identity(e, config), warn))
+            for e in extractors
+        ]
+        images, all_embeddings, failed = extract_all(
+            files, extractors, config, progress=progress, caches=caches, stats=stats
+        )
+    seconds["decode_extract"] = time.perf_counter() - t0
+    return FeatureSet(
+        paths=[os.path.abspath(p) for p in paths],
+        images=images,
+        extractors=list(extractors),
+        all_embeddings=all_embeddings,
+        skipped=sorted(skipped + failed, key=lambda s: s.path),
+        config=config,
+        stats=stats,
+        seconds=seconds,
+    )
 
 
 def extract_features(
@@ -399,17 +511,33 @@ def extract_features(
     config: Config,
     *,
     progress: ProgressFn | None = None,
+    cache: FeatureCache | None = None,
+    stats: ExtractStats | None = None,
 ) -> tuple[list[ImageRecord], Embeddings, list[Skipped]]:
-    """Decode ``files`` in worker threads and embed them in batches with one extractor.
-
-    See :func:`extract_all` (this is its one-extractor case).
-
-    Returns:
-        ``(images, embeddings, skipped)``: the images that decoded, their vectors (float32, shape
-        (len(images), extractor.dim)), and the files that could not be decoded.
-    """
-    images, embeddings, skipped = extract_all(files, [extractor], config, progress=progress)
+    """:func:`extract_all` with one extractor (and its cache)."""
+    images, embeddings, skipped = extract_all(
+        files, [extractor], config, progress=progress, caches=[cache], stats=stats
+    )
     return images, embeddings[0], skipped
+
+
+def _layout(extractor: Extractor, config: Config) -> list[tuple[str, int, bool]]:
+    """The views ``extractor`` embeds for every image, in storage order: ``(name, quarter turns, mirrored
+    first)``; the image itself, its mirror image with :func:`~dedup.features.uses_mirror`, then the rotated
+    views of :func:`view_plan`."""
+    shape = extractor.prepare(Image.new("RGB", (32, 32))).shape
+    views = [("identity", 0, False)] + (
+        [("hflip", 0, True)] if uses_mirror(config.features, extractor) else []
+    )
+    return views + view_plan(extractor, config, shape)
+
+
+def _cache_identity(extractor: Extractor, config: Config) -> tuple[dict[str, Any], int]:
+    """Identity and row length of ``extractor``'s cache: each cached vector is every view of
+    :func:`_layout` concatenated."""
+    layout = _layout(extractor, config)
+    info = {**extractor.info(), "views": [name for name, _, _ in layout]}
+    return info, extractor.dim * len(layout)
 
 
 def extract_all(
@@ -418,61 +546,217 @@ def extract_all(
     config: Config,
     *,
     progress: ProgressFn | None = None,
+    caches: Sequence[FeatureCache | None] | None = None,
+    stats: ExtractStats | None = None,
 ) -> tuple[list[ImageRecord], list[Embeddings], list[Skipped]]:
-    """Decode ``files`` in worker threads (once) and embed them in batches with every extractor.
+    """Vectors of ``files`` for every extractor: from the caches when they have them, else decoded (once)
+    in threads and embedded in batches.
 
-    Decoding of the next batch overlaps with the models running on the current one; at most two batches
-    are in memory at a time. With ``features.mirror`` each batch is embedded a second time mirrored
-    (prepared arrays are (height, width[, channels]), so the mirror image is a flip of axis 2 of the batch);
-    with ``features.rotations`` weight-free extractors also embed the rotated views of :func:`view_plan`.
+    1. Files whose path, size and modification time match a row of every extractor's cache take those
+       vectors and size (no decode).
+    2. Exact-duplicate pre-pass: files sharing their size with another file of the scan (every remaining
+       file when caches are used, so that moved files can be found by content) get a blake2b digest of
+       their bytes. Byte-identical files are embedded once and the others take copies of the vectors (so
+       they group with similarity 1.0); a file whose bytes every cache knows under another path reuses them.
+    3. The rest are decoded in worker threads while the models run, at most :data:`PREFETCH_BATCHES`
+       batches ahead (memory stays flat), and embedded in batches of ``features.batch_size``. With
+       mirroring (:func:`~dedup.features.uses_mirror`) each batch is embedded a second time mirrored
+       (prepared arrays are (height, width[, channels]), so the mirror image is a flip of axis 2); with
+       ``features.rotations`` weight-free extractors also embed the rotated views of :func:`view_plan`.
+       New vectors are written to the caches batch by batch.
+
+    Args:
+        files: images to embed (as returned by :func:`~dedup.images.discover`).
+        extractors: the extractors (lazily made ones are loaded here, only if something must be extracted).
+        config: configuration (``features``, ``decode``).
+        progress: optional ``(phase, done, total)`` callback, phase ``"extract"``.
+        caches: an open :class:`~dedup.cache.FeatureCache` per extractor (see :func:`_cache_identity`), or
+            None entries / None for no cache.
+        stats: filled with the counts of where vectors came from, if given.
 
     Returns:
-        ``(images, embeddings, skipped)``: the images that decoded, one :class:`Embeddings` per extractor
-        (float32 rows aligned with ``images``), and the files that could not be decoded.
+        ``(images, embeddings, skipped)``: the images that decoded (in the order of ``files``), one
+        :class:`Embeddings` per extractor (float32 rows aligned with ``images``), and the files that could
+        not be decoded.
     """
-    images: list[ImageRecord] = []
-    chunks: list[list[np.ndarray]] = [[] for _ in extractors]
-    mirror_chunks: list[list[np.ndarray]] = [[] for _ in extractors]
-    view_chunks: list[dict[str, list[np.ndarray]]] = [{} for _ in extractors]
-    skipped: list[Skipped] = []
+    stats = stats if stats is not None else ExtractStats()
+    cache_list = list(caches) if caches is not None else [None] * len(extractors)
+    live = [c for c in cache_list if c is not None]
+    n = len(files)
+    layouts = [_layout(e, config) for e in extractors]
+    # per extractor: (n, dim * views) float32, every view of _layout side by side
+    stacks = [
+        np.zeros((n, e.dim * len(lay)), dtype=np.float32) for e, lay in zip(extractors, layouts, strict=True)
+    ]
+    shapes: dict[int, tuple[int, int]] = {}  # index -> (width, height) of the images that decoded
+    reasons: dict[int, str] = {}  # index -> skip reason
     done = 0
     if progress:
-        progress("extract", 0, len(files))
-    for batch in _decoded_batches(files, extractors, config):
-        ok = [item for item in batch if not isinstance(item, Skipped)]
-        skipped.extend(item for item in batch if isinstance(item, Skipped))
+        progress("extract", 0, n)
+
+    def take(i: int, entries: Sequence[Entry]) -> None:
+        for e, entry in enumerate(entries):
+            stacks[e][i] = entry.vector
+        shapes[i] = (entries[0].width, entries[0].height)
+
+    def store(indices: Sequence[int]) -> None:
+        for e, cache in enumerate(cache_list):
+            if cache is not None:
+                cache.store(
+                    Row(
+                        files[i].path,
+                        files[i].size,
+                        _mtime_ns(files[i]),
+                        digests.get(i),
+                        *shapes[i],
+                        stacks[e][i],
+                        None,
+                    )
+                    for i in indices
+                )
+
+    # 1. the caches, by path + size + mtime: an image counts as cached when every extractor has it
+    todo = list(range(n))
+    digests: dict[int, str] = {}
+    if live and len(live) == len(cache_list):
+        keys = [(f.path, f.size, _mtime_ns(f)) for f in files]
+        found = [c.lookup(keys, mirror=False) for c in live]
+        hits = set(found[0]).intersection(*found[1:])
+        for i in hits:
+            take(i, [f[i] for f in found])
+        stats.cached = done = len(hits)
+        todo = [i for i in todo if i not in hits]
+        if progress and done:
+            progress("extract", done, n)
+
+    # 2. exact duplicates (size first, then content digest), and the caches by content
+    sizes = Counter(f.size for f in files)
+    need = todo if live else [i for i in todo if sizes[files[i].size] > 1]
+    digests = _digests([files[i].path for i in need], need)
+    first: dict[tuple[int, str], int] = {}
+    copies: dict[int, int] = {}  # index -> index of the byte-identical file whose vectors it takes
+    reused: list[int] = []
+    representatives: list[int] = []
+    for i in todo:
+        digest = digests.get(i)
+        if digest is not None:
+            key = (files[i].size, digest)
+            if key in first:
+                copies[i] = first[key]
+                continue
+            first[key] = i
+            if live and len(live) == len(cache_list):
+                known = [c.by_content(files[i].size, digest, mirror=False) for c in live]
+                if all(k is not None for k in known):
+                    take(i, [k for k in known if k is not None])
+                    reused.append(i)
+                    continue
+        representatives.append(i)
+    stats.reused = len(reused)
+    done += len(reused)
+
+    # 3. decode (once) + embed with every extractor what is left
+    if representatives:
+        for extractor in extractors:
+            ensure_loaded(extractor)
+    position = 0
+    for batch in _decoded_batches([files[i] for i in representatives], extractors, config):
+        indices = representatives[position : position + len(batch)]
+        position += len(batch)
+        ok = [(i, item) for i, item in zip(indices, batch, strict=True) if not isinstance(item, Skipped)]
+        for i, item in zip(indices, batch, strict=True):
+            if isinstance(item, Skipped):
+                reasons[i] = item.reason
         if ok:
-            for e, extractor in enumerate(extractors):
-                stacked = np.stack([arrays[e] for _, arrays in ok])
-                chunks[e].append(extractor.embed(stacked))
-                if config.features.mirror:
-                    mirror_chunks[e].append(extractor.embed(np.ascontiguousarray(np.flip(stacked, axis=2))))
-                for name, turns, flip in view_plan(extractor, config, stacked.shape[1:]):
-                    x = np.flip(stacked, axis=2) if flip else stacked
-                    rotated = np.ascontiguousarray(np.rot90(x, turns, axes=(1, 2)))
-                    view_chunks[e].setdefault(name, []).append(extractor.embed(rotated))
-            images.extend(rec for rec, _ in ok)
+            rows = [i for i, _ in ok]
+            for e, (extractor, layout) in enumerate(zip(extractors, layouts, strict=True)):
+                batch_e = np.stack([arrays[e] for _, (_, arrays) in ok])
+                parts = []
+                for _, turns, flip in layout:
+                    x = np.flip(batch_e, axis=2) if flip else batch_e
+                    x = np.rot90(x, turns, axes=(1, 2)) if turns else x
+                    parts.append(extractor.embed(np.ascontiguousarray(x)))
+                stacks[e][rows] = np.concatenate(parts, axis=1)
+            for i, (record, _) in ok:
+                shapes[i] = (record.width, record.height)
+            store(rows)
         done += len(batch)
         if progress:
-            progress("extract", done, len(files))
+            progress("extract", done, n)
+    stats.extracted = len(representatives) - len(reasons)  # images that really went through the models
 
-    def stack(parts: list[np.ndarray], dim: int) -> np.ndarray:
-        out = np.concatenate(parts) if parts else np.empty((0, dim), dtype=np.float32)
-        return out.astype(np.float32, copy=False)
+    # 4. byte-identical copies take their twin's vectors
+    for i, source in copies.items():
+        if source in shapes:
+            for stack in stacks:
+                stack[i] = stack[source]
+            shapes[i] = shapes[source]
+        else:
+            reasons[i] = reasons[source]
+    stats.identical = sum(1 for i in copies if i in shapes)
+    store([i for i in [*reused, *copies] if i in shapes])
+    if progress and n:
+        progress("extract", n, n)
 
+    keep = [i for i in range(n) if i in shapes]
+    images = [
+        ImageRecord(files[i].path, files[i].size, files[i].mtime, shapes[i][0], shapes[i][1]) for i in keep
+    ]
+    skipped = [Skipped(files[i].path, reasons[i]) for i in sorted(reasons)]
     out = []
-    for e, extractor in enumerate(extractors):
-        mirrored = stack(mirror_chunks[e], extractor.dim) if config.features.mirror else None
-        views = tuple((name, stack(parts, extractor.dim)) for name, parts in view_chunks[e].items())
-        out.append(Embeddings(stack(chunks[e], extractor.dim), mirrored, views))
+    for extractor, layout, stack in zip(extractors, layouts, stacks, strict=True):
+        d = extractor.dim
+        kept = stack[keep]
+        views = {
+            name: np.ascontiguousarray(kept[:, d * v : d * (v + 1)]) for v, (name, _, _) in enumerate(layout)
+        }
+        out.append(
+            Embeddings(
+                views.pop("identity"),
+                views.pop("hflip", None),
+                tuple(views.items()),
+            )
+        )
     return images, out, skipped
+
+
+def _mtime_ns(f: ImageFile) -> int:
+    """The file's st_mtime_ns (from discover, or a fresh stat when unknown; -1 if it cannot be read)."""
+    if f.mtime_ns >= 0:
+        return f.mtime_ns
+    try:
+        return os.stat(f.path).st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _digests(paths: Sequence[str], indices: Sequence[int]) -> dict[int, str]:
+    """Content digests of ``paths`` (keyed by ``indices``), read in threads; unreadable files are left out
+    (decoding reports them)."""
+
+    def digest(path: str) -> str | None:
+        try:
+            return content_digest(path)
+        except OSError:
+            return None
+
+    if not paths:
+        return {}
+    with ThreadPoolExecutor(max_workers=_decode_workers(), thread_name_prefix="dedup-digest") as pool:
+        found = pool.map(digest, paths, chunksize=64)
+        return {i: d for i, d in zip(indices, found, strict=True) if d is not None}
+
+
+def _decode_workers() -> int:
+    """Decoder threads: one per core (at most 4). Pillow releases the GIL while decoding and resizing."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _decoded_batches(
     files: Sequence[ImageFile], extractors: Sequence[Extractor], config: Config
 ) -> Iterator[list[_Loaded]]:
-    """Yield batches of decoded images prepared for each extractor, decoding the next batch in the
-    background."""
+    """Yield batches of decoded+prepared images, in order, decoding up to :data:`PREFETCH_BATCHES` batches
+    ahead in worker threads (a bounded queue: memory does not grow with the number of files)."""
     size = config.features.batch_size
     sizes = [e.decode_size for e in extractors]
     draft = None if not config.decode.draft or None in sizes else max(s for s in sizes if s is not None)
@@ -485,93 +769,14 @@ def _decoded_batches(
         record = ImageRecord(path=f.path, size=f.size, mtime=f.mtime, width=width, height=height)
         return record, [e.prepare(image) for e in extractors]
 
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dedup-decode") as pool:
-        pending: list[list[Future[_Loaded]]] = []
+    with ThreadPoolExecutor(max_workers=_decode_workers(), thread_name_prefix="dedup-decode") as pool:
+        pending: deque[list[Future[_Loaded]]] = deque()
         for start in range(0, len(files), size):
             pending.append([pool.submit(load, f) for f in files[start : start + size]])
-            if len(pending) == 2:
-                yield [fut.result() for fut in pending.pop(0)]
-        for futures in pending:
-            yield [fut.result() for fut in futures]
-
-
-# ------------------------------------------------------------------------------- features of a collection
-
-
-@dataclass
-class Collection:
-    """The decoded images under some paths and their features (the input of ``similar`` and ``tune``).
-
-    Attributes:
-        paths: absolute roots that were scanned.
-        images: every image that decoded, aligned with the rows of ``embeddings``.
-        embeddings: their feature vectors (and mirror-image vectors when ``features.mirror`` is on).
-        skipped: files that could not be used, with reasons.
-        extractor: the extractor that ran (after any offline fallback); embeds query images too.
-        config: the configuration used.
-        seconds: wall time of ``discover`` and ``decode_extract``.
-    """
-
-    paths: list[str]
-    images: list[ImageRecord]
-    embeddings: Embeddings
-    skipped: list[Skipped]
-    extractor: Extractor
-    config: Config
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def collect_features(
-    paths: Sequence[str | Path],
-    config: Config | None = None,
-    *,
-    exclude: Sequence[Path] = (),
-    progress: ProgressFn | None = None,
-    warn: WarnFn | None = None,
-) -> Collection:
-    """Discover, decode and embed the images under ``paths``; no grouping.
-
-    This is the one place ``similar`` and ``tune`` get their features from (a feature cache plugs in
-    here, around :func:`extract_features`). Reads files, never modifies anything.
-
-    Args:
-        paths: folders and/or image files.
-        config: configuration (defaults when omitted).
-        exclude: folders or files not to scan, compared by identity (e.g. the query image of ``similar``).
-        progress: optional callback ``(phase, done, total)``; phases ``discover``, ``extract``.
-        warn: optional callback for one-line warnings (e.g. the offline fallback).
-
-    Raises:
-        InputError: a path does not exist.
-        WeightsError: model weights cannot be obtained and no fallback is allowed.
-    """
-    config = config or Config()
-    seconds: dict[str, float] = {}
-    for path in paths:
-        stat_root(path)
-    # similar and tune rank by one extractor: the first configured one (after any offline fallback, e.g.
-    # phash of the default phash+thumb+color fallback)
-    extractor = make_extractors(config.features, warn=warn)[0]
-    t0 = time.perf_counter()
-    if progress:
-        progress("discover", 0, None)
-    files, skipped = discover(paths, config.discover, exclude=exclude, progress=progress)
-    seconds["discover"] = time.perf_counter() - t0
-    if progress:
-        progress("discover", len(files), len(files))
-    t0 = time.perf_counter()
-    images, embeddings, failed = extract_features(files, extractor, config, progress=progress)
-    seconds["decode_extract"] = time.perf_counter() - t0
-    return Collection(
-        paths=[os.path.abspath(p) for p in paths],
-        images=images,
-        embeddings=embeddings,
-        skipped=sorted(skipped + failed, key=lambda s: s.path),
-        extractor=extractor,
-        config=config,
-        seconds=seconds,
-    )
+            if len(pending) >= PREFETCH_BATCHES:
+                yield [fut.result() for fut in pending.popleft()]
+        while pending:
+            yield [fut.result() for fut in pending.popleft()]
 
 
 # ----------------------------------------------------------------------------------------- similarity search
@@ -604,7 +809,7 @@ class SimilarResult:
 
     query: ImageRecord
     matches: list[Match]
-    collection: Collection
+    collection: FeatureSet
 
     @property
     def extractor(self) -> dict[str, Any]:
@@ -639,7 +844,9 @@ def find_similar(
     query_path, st = stat_root(image)
     if not os.path.isfile(query_path):
         raise InputError(f"query image {image} is not a file")
-    collection = collect_features(paths, config, exclude=[Path(query_path)], progress=progress, warn=warn)
+    collection = collect_features(
+        paths, config, exclude=[Path(query_path)], progress=progress, warn=warn, first_only=True
+    )
     query_file = ImageFile(path=query_path, size=st.st_size, mtime=st.st_mtime)
     decoded, query_emb, failed = extract_features([query_file], collection.extractor, config)
     if failed:

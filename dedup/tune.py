@@ -48,7 +48,7 @@ from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import Config
 from dedup.errors import InputError
 from dedup.index import TOLERANCE, Embeddings, candidate_pairs, convert, graph_from_pairs
-from dedup.pipeline import Collection, collect_features
+from dedup.pipeline import FeatureSet, collect_features
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 WarnFn = Callable[[str], None]
@@ -256,7 +256,7 @@ def _signature(groups: Sequence[Group]) -> frozenset[tuple[int, ...]]:
 
 
 def sweep(
-    collection: Collection,
+    collection: FeatureSet,
     thresholds: Sequence[float] | None = None,
     *,
     lowest: float | None = None,
@@ -420,7 +420,7 @@ def tune(
     threshold_range(
         -1.0 if lowest is None else lowest, 1.0 if highest is None else highest, 1.0 if step is None else step
     )
-    collection = collect_features(paths, config, progress=progress, warn=warn)
+    collection = collect_features(paths, config, progress=progress, warn=warn, first_only=True)
     return sweep(collection, thresholds, lowest=lowest, highest=highest, step=step, progress=progress)
 
 

@@ -14,3 +14,11 @@ from imagegen import write_dataset
 def dataset(tmp_path: Path) -> dict[str, Any]:
     """A messy image folder written into ``tmp_path / "data"``; returns write_dataset's ground truth."""
     return write_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the tests' feature caches out of the user's ~/.cache (XDG_CACHE_HOME is read at call time)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield

@@ -88,3 +88,34 @@ def test_auto_threshold_is_case_insensitive_and_numbers_from_strings():
     assert load_config(overrides={"cluster.threshold": "AUTO"}).cluster.threshold == AUTO
     assert load_config(overrides={"cluster.threshold": "0.9"}).cluster.threshold == 0.9
     assert load_config(overrides={"index.n_trees": "7"}).index.n_trees == 7
+
+
+def test_mirror_auto_true_false_and_bad_values():
+    from dedup.features import PHashExtractor, VGG16Extractor, uses_mirror
+
+    assert load_config().features.mirror == AUTO
+    auto = load_config().features
+    assert uses_mirror(auto, PHashExtractor()) is True
+    assert uses_mirror(auto, VGG16Extractor(weights="none")) is False
+    on = load_config(overrides={"features.mirror": True}).features
+    assert uses_mirror(on, VGG16Extractor(weights="none")) is True
+    off = load_config(overrides={"features.mirror": False}).features
+    assert uses_mirror(off, PHashExtractor()) is False
+    with pytest.raises(
+        ConfigError, match="features.mirror: 'yes' is not allowed; allowed values: auto, true, false"
+    ):
+        load_config(overrides={"features.mirror": "yes"})
+
+
+def test_precision_and_cache_keys():
+    from dedup.features import cpu_has_bf16, model_precision
+
+    assert load_config(overrides={"features.precision": "float32"}).features.precision == "float32"
+    assert model_precision(load_config(overrides={"features.precision": "bfloat16"}).features) == "bfloat16"
+    assert model_precision(load_config().features) == "float32"
+    expected = "bfloat16" if cpu_has_bf16() else "float32"
+    assert model_precision(load_config(overrides={"features.precision": "auto"}).features) == expected
+    with pytest.raises(ConfigError, match="allowed values: auto, float32, bfloat16"):
+        load_config(overrides={"features.precision": "fp8"})
+    cfg = load_config(overrides={"cache.enabled": False, "cache.dir": "/tmp/x"})
+    assert (cfg.cache.enabled, cfg.cache.dir) == (False, "/tmp/x")

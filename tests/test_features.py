@@ -11,6 +11,7 @@ import functools
 import hashlib
 import http.server
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -402,6 +403,7 @@ def test_imagenet_file_from_keras_cache_goes_through_the_same_loader(
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     monkeypatch.setattr(features, "_keras_get_file", get_file)
+    monkeypatch.setattr(features, "_origin_reachable", lambda url: True)  # as on a machine with network
     ext = _vgg("imagenet")
     assert calls == [
         {
@@ -508,6 +510,24 @@ def http_404(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.tf
+def test_offline_fallback_is_decided_without_importing_tensorflow(tmp_path: Path) -> None:
+    # A fresh process with an empty Keras cache and an unresolvable weights host: the fallback happens
+    # before TensorFlow is imported (it would cost seconds on every offline scan).
+    code = (
+        "import sys\n"
+        "from dedup import features\n"
+        "from dedup.config import FeaturesConfig\n"
+        "features._origin_reachable = lambda url: False\n"
+        "warned = []\n"
+        "exts = features.make_extractors(FeaturesConfig(), warned.append, lazy=True)\n"
+        "assert [e.name for e in exts] == ['phash', 'thumb', 'color'], exts\n"
+        "assert len(warned) == 1 and 'cannot be reached' in warned[0], warned\n"
+        "assert 'tensorflow' not in sys.modules\n"
+    )
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "kh")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
 def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     http_404: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -637,6 +657,7 @@ def test_resnet50_weights_really_load(
 
         monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
         monkeypatch.setattr(features, "_keras_get_file", get_file)
+        monkeypatch.setattr(features, "_origin_reachable", lambda url: True)  # as with network
         weights = "imagenet"
     ext = make_extractor(FeaturesConfig(extractor="resnet50", weights=weights, input_size=RESNET_SIDE))
     assert isinstance(ext, features.ResNet50Extractor)
@@ -794,3 +815,17 @@ def test_keras_model_errors(keras_models: dict[str, Path], tmp_path: Path) -> No
         _keras_model(keras_models["tokens"])
     with pytest.raises(ConfigError, match="needs RGB input"):
         _keras_model(keras_models["gray"], preprocessing="caffe")
+
+
+@pytest.mark.tf
+def test_bfloat16_precision_gives_nearly_the_fp32_vectors() -> None:
+    x = np.stack([np.asarray(make_photo(s, (SIDE, SIDE)), dtype=np.float32) for s in range(4)])
+    fp32 = VGG16Extractor(SIDE, "avg", "none", "float32").build()
+    bf16 = VGG16Extractor(SIDE, "avg", "none", "bfloat16").build()
+    a, b = fp32.embed(x), bf16.embed(x)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(1).min()) > 0.999
+    assert bf16.info()["precision"] == "bfloat16" and fp32.info()["precision"] == "float32"
+    with pytest.raises(ConfigError, match="features.precision"):
+        VGG16Extractor(SIDE, "avg", "none", "float16")

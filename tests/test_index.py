@@ -105,3 +105,28 @@ def test_mirrored_vectors_make_flipped_copies_neighbours():
     sim, flipped = emb.similarity(np.array([0, 0]), np.array([1, 2]))
     np.testing.assert_allclose(sim, [1.0, 0.0])
     assert flipped.tolist() == [True, False]
+
+
+def _planted(n: int, seed: int = 0) -> Embeddings:
+    rng = np.random.default_rng(seed)
+    base = unit(rng.standard_normal((n // 2, 64)))
+    near = unit(base + rng.standard_normal(base.shape).astype(np.float32) * 0.03)
+    vectors = np.concatenate([base, near])
+    mirrored = unit(vectors + rng.standard_normal(vectors.shape).astype(np.float32) * 0.5)
+    return Embeddings(vectors, mirrored)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_graph_is_the_same_whatever_the_chunking_and_processes(mirrored):
+    emb = _planted(600)
+    if not mirrored:
+        emb = Embeddings(emb.vectors)
+    kw = {"eps": 0.2, "k": 5, "n_trees": 10, "seed": 3}
+    whole = neighbour_graph(emb, chunk=10_000, **kw)
+    assert whole.nnz > 0
+    variants = ({"chunk": 7}, {"chunk": 128, "n_jobs": 1}, {"chunk": 100, "n_jobs": 2, "processes_from": 1})
+    for extra in variants:
+        other = neighbour_graph(emb, **kw, **extra)
+        assert (other != whole).nnz == 0, extra
+        np.testing.assert_array_equal(other.indptr, whole.indptr)
+        np.testing.assert_array_equal(other.indices, whole.indices)

@@ -1,0 +1,536 @@
+"""Persistent feature cache: one SQLite file, keyed by file identity and by extractor identity.
+
+Format (``features.sqlite3`` in the cache folder, SQLite in WAL mode, ``PRAGMA user_version`` =
+:data:`SCHEMA_VERSION`):
+
+* ``extractors(id, identity)``: ``identity`` is the canonical JSON of :func:`extractor_identity` (model name,
+  weights file sha256 or seed, pooling, input size, hash size, preprocessing version, dim).
+* ``features(extractor, path, size, mtime_ns, content, width, height, vector, mirrored, checksum)``: one row
+  per (extractor, absolute path). ``vector`` / ``mirrored`` are little-endian float32 blobs of ``dim``
+  values (``mirrored`` NULL when the scan that wrote the row had mirroring off); ``content`` is the blake2b
+  (128-bit) digest of the file's bytes; ``checksum`` is a blake2b digest of every other column, so a
+  garbled row is detected and treated as a miss, never returned.
+
+A row is used when its extractor identity is the current one, its path, size and ``mtime_ns`` equal the
+file's, (for a mirrored scan) it holds the mirrored vector, and its checksum verifies. A file that is not
+found by path but whose bytes (size + content digest) equal a cached row's (a moved, renamed or copied
+file) reuses that row's vectors. Anything else is a miss and is extracted again, then written back in
+small transactions, so a scan killed mid-way keeps what it finished and never leaves half a row.
+
+A cache file that SQLite cannot read (truncated, garbled, not a database) is moved aside to
+``<name>.corrupt`` and rebuilt from scratch; cache errors never fail a scan (the caller gets a warning).
+Library code never prints: warnings go to the ``warn`` callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedup.config import CacheConfig
+from dedup.errors import DedupError
+
+WarnFn = Callable[[str], None]
+
+SCHEMA_VERSION = 1
+FILENAME = "features.sqlite3"
+_CHUNK = 500  # parameters per SELECT ... IN (...) (SQLite's limit is 999 on old builds)
+_BUSY_TIMEOUT_S = 30.0
+
+# info() keys that define what a vector means; everything else (file paths, fallback notes) is not identity.
+_IDENTITY_KEYS = (
+    "name",
+    "weights",
+    "weights_sha256",
+    "seed",
+    "pooling",
+    "input_size",
+    "hash_size",
+    "hue_bins",
+    "dim",
+    "precision",
+    "views",  # the views stored side by side in each row (dedup.pipeline._layout): image, mirror, rotations
+)
+
+
+class CacheError(DedupError):
+    """The feature cache cannot be used (e.g. its folder cannot be created)."""
+
+
+def default_dir() -> Path:
+    """``$XDG_CACHE_HOME/dedup``, or ``~/.cache/dedup`` when XDG_CACHE_HOME is unset or not absolute."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "dedup"
+
+
+def cache_dir(cfg: CacheConfig) -> Path:
+    """The cache folder a configuration points to (``cache.dir``; ``auto`` = :func:`default_dir`)."""
+    return default_dir() if cfg.dir == "auto" else Path(cfg.dir).expanduser().absolute()
+
+
+def extractor_identity(info: dict[str, Any]) -> str:
+    """Canonical JSON of the parts of an extractor's ``info()`` that determine its vectors.
+
+    Two extractors with the same identity produce the same vector for the same image; anything that changes
+    vectors (model, weights bytes, pooling, input size, preprocessing version) changes the identity.
+    ``weights_sha256`` identifies a weights file by content, so moving the file keeps the cache valid.
+    """
+    ident = {k: info.get(k) for k in _IDENTITY_KEYS}
+    ident["preprocessing"] = info.get("preprocessing")
+    if ident.get("weights_sha256"):
+        ident["weights"] = None  # the path of a weights file does not matter, its content does
+    return json.dumps(ident, sort_keys=True, separators=(",", ":"))
+
+
+def content_digest(path: str) -> str:
+    """blake2b (128-bit) hex digest of a file's bytes (raises OSError when unreadable)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Cached facts of one file for one extractor.
+
+    Attributes:
+        width: full width in pixels after EXIF orientation.
+        height: full height in pixels after EXIF orientation.
+        vector: float32 array of shape (dim,), L2-normalised.
+        mirrored: float32 array of shape (dim,) of the mirror image, or None.
+        content: blake2b digest of the file's bytes, or None.
+    """
+
+    width: int
+    height: int
+    vector: np.ndarray
+    mirrored: np.ndarray | None
+    content: str | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row to store: the file's identity, facts and vectors."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content: str | None
+    width: int
+    height: int
+    vector: np.ndarray
+    mirrored: np.ndarray | None
+
+
+def _blob(v: np.ndarray | None) -> bytes | None:
+    return None if v is None else np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def _checksum(
+    path: str,
+    size: int,
+    mtime_ns: int,
+    content: str | None,
+    width: int,
+    height: int,
+    vector: bytes,
+    mirrored: bytes | None,
+) -> bytes:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{path}\0{size}\0{mtime_ns}\0{content}\0{width}\0{height}\0".encode("utf-8", "surrogatepass"))
+    h.update(vector)
+    h.update(b"\1" if mirrored is None else b"\2" + mirrored)
+    return h.digest()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS extractors (
+    id INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL UNIQUE,
+    dim INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS features (
+    extractor INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content TEXT,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    mirrored BLOB,
+    checksum BLOB NOT NULL,
+    PRIMARY KEY (extractor, path)
+);
+CREATE INDEX IF NOT EXISTS features_by_content ON features (extractor, size, content);
+"""
+
+
+class FeatureCache:
+    """An open feature cache for one extractor (see the module docstring for the format).
+
+    Use :meth:`open`; every method swallows SQLite failures after the first one (the cache is then disabled
+    for the rest of the scan and ``warn`` is called once), so a broken cache can slow a scan down but never
+    fails it or returns wrong vectors.
+
+    Args:
+        path: the SQLite file.
+        identity: :func:`extractor_identity` of the extractor whose vectors are stored / read.
+        dim: vector length.
+        warn: receives one-line warnings.
+    """
+
+    def __init__(self, path: Path, identity: str, dim: int, warn: WarnFn | None = None) -> None:
+        self.path = path
+        self.identity = identity
+        self.dim = dim
+        self.warn = warn
+        self.conn_: sqlite3.Connection | None = None
+        self.extractor_id_: int | None = None
+        self.disabled_reason_: str | None = None
+        self.rebuilt_ = False
+
+    # ------------------------------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, folder: Path, info: dict[str, Any], dim: int, warn: WarnFn | None = None) -> FeatureCache:
+        """Open (creating, or rebuilding when corrupt) the cache in ``folder`` for the extractor ``info``.
+
+        Never raises for a damaged file; raises :class:`CacheError` only when the folder cannot be created.
+        """
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot create the cache folder {folder}: {e.strerror or e}") from e
+        cache = cls(folder / FILENAME, extractor_identity(info), dim, warn)
+        cache._connect()
+        return cache
+
+    def _connect(self) -> None:
+        for attempt in range(2):
+            try:
+                self.conn_ = _connect(self.path)
+                self.extractor_id_ = self._extractor_id()
+                return
+            except sqlite3.DatabaseError as e:  # "file is not a database", "malformed", ...
+                self._close_quietly()
+                if attempt == 0 and _is_corruption(e) and not self.rebuilt_:
+                    self.rebuilt_ = True
+                    _move_aside(self.path)
+                    self._warn(f"the feature cache {self.path} was damaged ({e}); it was rebuilt")
+                    continue
+                self._disable(e)
+                return
+
+    def _extractor_id(self) -> int:
+        conn = self._conn()
+        with conn:
+            query = "SELECT id, dim FROM extractors WHERE identity = ?"
+            row = conn.execute(query, (self.identity,)).fetchone()
+            if row is not None and row[1] == self.dim:
+                return int(row[0])
+            if row is not None:  # same identity, other length: cannot happen unless damaged; start over
+                conn.execute("DELETE FROM features WHERE extractor = ?", (row[0],))
+                conn.execute("DELETE FROM extractors WHERE id = ?", (row[0],))
+            cur = conn.execute(
+                "INSERT INTO extractors (identity, dim, created) VALUES (?, ?, ?)",
+                (self.identity, self.dim, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._close_quietly()
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def enabled(self) -> bool:
+        return self.conn_ is not None and self.disabled_reason_ is None
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    def lookup(self, files: Sequence[tuple[str, int, int]], *, mirror: bool) -> dict[int, Entry]:
+        """Cached entries of ``files`` (``(path, size, mtime_ns)`` each), by position in ``files``.
+
+        A file is returned only when path, size and mtime_ns match, the row verifies and (with ``mirror``)
+        holds a mirrored vector.
+        """
+        found: dict[int, Entry] = {}
+        if not self.enabled or not files:
+            return found
+        position = {path: i for i, (path, _, _) in enumerate(files)}
+        try:
+            for part in _chunks(list(position), _CHUNK):
+                marks = ",".join("?" * len(part))
+                query = (
+                    "SELECT path, size, mtime_ns, content, width, height, vector, mirrored, checksum "
+                    f"FROM features WHERE extractor = ? AND path IN ({marks})"
+                )
+                for row in self._conn().execute(query, (self.extractor_id_, *part)):
+                    i = position[row[0]]
+                    _, size, mtime_ns = files[i]
+                    if row[1] != size or row[2] != mtime_ns:
+                        continue
+                    entry = self._entry(row, mirror)
+                    if entry is not None:
+                        found[i] = entry
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+            return {}
+        return found
+
+    def by_content(self, size: int, content: str, *, mirror: bool) -> Entry | None:
+        """A verified entry of any file with these bytes (size and digest), or None."""
+        if not self.enabled:
+            return None
+        try:
+            rows = self._conn().execute(
+                "SELECT path, size, mtime_ns, content, width, height, vector, mirrored, checksum "
+                "FROM features WHERE extractor = ? AND size = ? AND content = ?",
+                (self.extractor_id_, size, content),
+            )
+            for row in rows:
+                entry = self._entry(row, mirror)
+                if entry is not None:
+                    return entry
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+        return None
+
+    def _entry(self, row: tuple[Any, ...], mirror: bool) -> Entry | None:
+        path, size, mtime_ns, content, width, height, vector, mirrored, checksum = row
+        if mirror and mirrored is None:
+            return None
+        nbytes = 4 * self.dim
+        if not isinstance(vector, bytes) or len(vector) != nbytes:
+            return None
+        if mirrored is not None and (not isinstance(mirrored, bytes) or len(mirrored) != nbytes):
+            return None
+        if checksum != _checksum(path, size, mtime_ns, content, width, height, vector, mirrored):
+            return None
+        v = np.frombuffer(vector, dtype="<f4").astype(np.float32)
+        m = np.frombuffer(mirrored, dtype="<f4").astype(np.float32) if mirrored is not None else None
+        if not np.all(np.isfinite(v)) or (m is not None and not np.all(np.isfinite(m))):
+            return None
+        return Entry(int(width), int(height), v, m, content)
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    def store(self, rows: Iterable[Row]) -> None:
+        """Insert or replace rows in one transaction (all or nothing, also when the process is killed)."""
+        if not self.enabled:
+            return
+        values = []
+        for r in rows:
+            vector, mirrored = np.ascontiguousarray(r.vector, dtype="<f4").tobytes(), _blob(r.mirrored)
+            check = _checksum(r.path, r.size, r.mtime_ns, r.content, r.width, r.height, vector, mirrored)
+            values.append(
+                (
+                    self.extractor_id_,
+                    r.path,
+                    r.size,
+                    r.mtime_ns,
+                    r.content,
+                    r.width,
+                    r.height,
+                    vector,
+                    mirrored,
+                    check,
+                )
+            )
+        if not values:
+            return
+        try:
+            with self._conn() as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO features (extractor, path, size, mtime_ns, content, width, "
+                    "height, vector, mirrored, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+
+    # ------------------------------------------------------------------------------------------ failures
+
+    def _conn(self) -> sqlite3.Connection:
+        if self.conn_ is None:
+            raise sqlite3.OperationalError("cache is closed")
+        return self.conn_
+
+    def _warn(self, message: str) -> None:
+        if self.warn is not None:
+            self.warn(message)
+
+    def _disable(self, e: BaseException) -> None:
+        self.disabled_reason_ = str(e) or type(e).__name__
+        self._close_quietly()
+        self._warn(
+            f"the feature cache {self.path} cannot be used ({self.disabled_reason_}); scanning without it"
+        )
+
+    def _fail(self, e: sqlite3.DatabaseError) -> None:
+        """A failure while in use: a damaged file is moved aside and a fresh one started (once per scan);
+        any other failure (locked, read-only, disk full) turns the cache off for the rest of the scan."""
+        self._close_quietly()
+        if _is_corruption(e) and not self.rebuilt_:
+            self.rebuilt_ = True
+            _move_aside(self.path)
+            self._warn(f"the feature cache {self.path} was damaged ({e}); it was rebuilt")
+            self._connect()
+        else:
+            self._disable(e)
+
+    def _close_quietly(self) -> None:
+        if self.conn_ is not None:
+            with suppress(sqlite3.Error):
+                self.conn_.close()
+            self.conn_ = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open ``path``, check that it is a dedup cache of this schema, create the tables if new."""
+    conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, isolation_level="DEFERRED")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables):
+            raise sqlite3.DatabaseError(f"not a dedup feature cache of schema {SCHEMA_VERSION}")
+        if version == 0:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _is_corruption(e: sqlite3.DatabaseError) -> bool:
+    """A damaged or foreign file (rebuild it), as opposed to a locked or read-only one (leave it)."""
+    if isinstance(e, sqlite3.OperationalError):
+        text = str(e).lower()
+        return "malformed" in text or "not a database" in text or "no such table" in text
+    return True
+
+
+def _move_aside(path: Path) -> None:
+    """Rename a damaged cache (and its WAL/SHM files) to ``*.corrupt`` so the next open starts afresh."""
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        try:
+            if src.exists():
+                os.replace(src, Path(f"{path}.corrupt{suffix}"))
+        except OSError:
+            with suppress(OSError):
+                src.unlink()
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ------------------------------------------------------------------------------------ info / clear
+
+
+def info(folder: Path) -> dict[str, Any]:
+    """What the cache in ``folder`` holds.
+
+    Returns:
+        ``{"dir", "file", "exists", "bytes", "entries", "extractors": [{"identity", "entries"}], "error"}``
+        (``error`` is None unless the file cannot be read).
+    """
+    path = folder / FILENAME
+    files = [Path(f"{path}{s}") for s in ("", "-wal", "-shm")]
+    out: dict[str, Any] = {
+        "dir": str(folder),
+        "file": str(path),
+        "exists": path.exists(),
+        "bytes": sum(f.stat().st_size for f in files if f.exists()),
+        "entries": 0,
+        "extractors": [],
+        "error": None,
+    }
+    if not path.exists():
+        return out
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
+        try:
+            rows = conn.execute(
+                "SELECT e.identity, COUNT(f.path) FROM extractors e LEFT JOIN features f "
+                "ON f.extractor = e.id GROUP BY e.id ORDER BY e.id"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        out["error"] = str(e)
+        return out
+    out["extractors"] = [{"identity": json.loads(ident), "entries": int(n)} for ident, n in rows]
+    out["entries"] = sum(int(n) for _, n in rows)
+    return out
+
+
+def clear(folder: Path) -> int:
+    """Delete the cache file(s) in ``folder`` (also a damaged one moved aside). Returns bytes freed.
+
+    Raises:
+        CacheError: a file exists but cannot be removed.
+    """
+    freed = 0
+    base = folder / FILENAME
+    for name in (base, Path(f"{base}.corrupt")):
+        for suffix in ("", "-wal", "-shm"):
+            f = Path(f"{name}{suffix}")
+            if f.exists():
+                size = f.stat().st_size
+                try:
+                    f.unlink()
+                except OSError as e:
+                    raise CacheError(f"cannot remove {f}: {e.strerror or e}") from e
+                freed += size
+    return freed
+
+
+@contextmanager
+def opened(
+    cfg: CacheConfig, info: dict[str, Any], dim: int, warn: WarnFn | None = None
+) -> Iterator[FeatureCache | None]:
+    """The cache of ``cfg`` for the extractor ``info``, or None when disabled; closed on exit.
+
+    A cache folder that cannot be created is reported through ``warn`` and the scan goes on without it.
+    """
+    if not cfg.enabled:
+        yield None
+        return
+    try:
+        cache = FeatureCache.open(cache_dir(cfg), info, dim, warn)
+    except CacheError as e:
+        if warn is not None:
+            warn(f"{e}; scanning without the feature cache")
+        yield None
+        return
+    try:
+        yield cache
+    finally:
+        cache.close()
