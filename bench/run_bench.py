@@ -746,22 +746,27 @@ def bench_peers() -> dict[str, Any]:
                 capture_output=True,
             )
             sets.append((f"clothing nd500 seed {seed}", out, out / "ground_truth.csv"))
+        find_duplicates([sets[0][1]], load_config(overrides={"features.extractor": "phash"}))  # warm imports
         for name, folder, truth in sets:
-            cfg = load_config(overrides={"features.extractor": "phash", "cache.enabled": False})
-            t0 = time.perf_counter()
-            result = find_duplicates([folder], cfg)
-            seconds = time.perf_counter() - t0
-            groups = [[result.images[m].path for m in g.members] for g in result.groups]
-            ours = {
-                "set": name,
-                "tool": "dedup phash (no cache)",
-                "seconds": round(seconds, 3),
-                "images": len(result.images),
-                **_score_groups(groups, folder, truth),
-                "load": _load(),
-            }
-            rows.append(ours)
-            print(f"peers: {ours}", file=sys.stderr)
+            for label, extra in (
+                ("dedup phash (no cache; mirror + rotated views, the default)", {}),
+                ("dedup phash (no cache; rotations off)", {"features.rotations": False}),
+            ):
+                cfg = load_config(overrides={"features.extractor": "phash", "cache.enabled": False, **extra})
+                t0 = time.perf_counter()
+                result = find_duplicates([folder], cfg)
+                seconds = time.perf_counter() - t0
+                groups = [[result.images[m].path for m in g.members] for g in result.groups]
+                ours = {
+                    "set": name,
+                    "tool": label,
+                    "seconds": round(seconds, 3),
+                    "images": len(result.images),
+                    **_score_groups(groups, folder, truth),
+                    "load": _load(),
+                }
+                rows.append(ours)
+                print(f"peers: {ours}", file=sys.stderr)
             for tool in ("imagededup", "imagehash"):
                 proc = subprocess.run(
                     [str(PEERS_PYTHON), str(ROOT / "bench" / "peers.py"), tool, str(folder)],

@@ -204,9 +204,10 @@ class PHashExtractor:
         self.dim = hash_size * hash_size
         self.default_threshold = PHASH_DEFAULT_THRESHOLD
         self.image_size = 4 * hash_size
-        # Twice the working size: JPEG draft decoding stays well above it, so the LANCZOS resize still
-        # sees enough pixels and the hash hardly depends on the draft scale.
-        self.decode_size: int | None = 2 * self.image_size
+        # JPEG draft decoding down to the working size (at least 64 px; the LANCZOS resize does the rest):
+        # 13-16 % faster than twice that size, with the same pairwise F1 on imagededup-testdata, jenssegers
+        # and generated clothing sets (measured for issue 5).
+        self.decode_size: int | None = self.image_size
 
     def info(self) -> dict[str, Any]:
         """Keys: name, weights (None), pooling (None), input_size, dim, hash_size, preprocessing,

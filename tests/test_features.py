@@ -133,7 +133,7 @@ def test_phash_threshold_constant_in_hamming_terms() -> None:
 
 def test_phash_hash_size_sets_dim_and_sizes() -> None:
     ext = PHashExtractor(32)
-    assert (ext.dim, ext.image_size, ext.decode_size) == (1024, 128, 256)
+    assert (ext.dim, ext.image_size, ext.decode_size) == (1024, 128, 128)
     prepared = ext.prepare(make_photo(2))
     assert prepared.shape == (128, 128) and prepared.dtype == np.float32
     v = ext.embed(prepared[None])
