@@ -945,8 +945,97 @@ def write_cluster_files(report: Mapping[str, Any], dest: str | os.PathLike[str])
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise ActionError(f"cannot create {folder}: {e.strerror or e}") from e
-    csv_path = write_clusters_csv(dict(report), os.path.join(folder, "clusters.csv"))
+    csv_path = write_clusters_csv(dict(report), os.path.join(folder, CLUSTERS_FILE))
     return csv_path, write_names(report, folder)
+
+
+CLUSTERS_FILE = "clusters.csv"
+
+
+def check_group_reports(
+    reports: Sequence[str | os.PathLike[str]],
+    to: str | os.PathLike[str],
+    *,
+    folder_names: Iterable[str] = (),
+    dry_run: bool = False,
+) -> list[Path]:
+    """Validate the ``--report`` destinations of ``dedup group`` before the (possibly long) scan starts.
+
+    A report may lie outside the output folder ``to`` (anywhere :func:`dedup.report.check_destination`
+    accepts), or directly inside it, beside ``clusters.csv`` and ``names.yaml``; it is never journaled, so
+    ``dedup undo`` leaves it, like those two files. Inside ``to`` it must not be in a subfolder (those hold
+    the placed files), be called ``clusters.csv``, or be called like one of ``folder_names`` (the folders
+    the names of names.yaml give, compared case-insensitively). An output folder that does not exist yet is
+    created when the report is written -- except with ``dry_run``, which creates nothing, so there the report
+    must go into an existing folder.
+
+    Args:
+        reports: the report paths (``.json``, ``.csv``, ``.html``).
+        to: the output folder of the run.
+        folder_names: folder names the run may create directly in ``to`` besides ``group-NNNN``,
+            ``unique`` and ``cluster-NNNN`` (which no report extension can match).
+        dry_run: the run creates nothing.
+
+    Returns:
+        the report paths, as given.
+
+    Raises:
+        InputError: a destination that is unusable or would collide with the files being placed.
+    """
+    from dedup.errors import InputError
+    from dedup.report import FORMATS, check_destination
+
+    dest, dest_real = _abs(to), os.path.realpath(to)
+    taken = {name.lower() for name in folder_names} | {CLUSTERS_FILE}
+    out = []
+    for report in reports:
+        p = Path(report)
+        where, where_real = _abs(p), os.path.join(os.path.realpath(p.parent), p.name)
+        if where in (dest, dest_real) or where_real in (dest, dest_real):
+            raise InputError(f"report {p} is the output folder; give a file name")
+        if not (_within(where, dest) or _within(where_real, dest_real)):
+            out.append(check_destination(p))
+            continue
+        if os.path.dirname(where) != dest and os.path.dirname(where_real) != dest_real:
+            raise InputError(
+                f"report {p} would be in a subfolder of the output folder {dest}, where the images are "
+                "placed; write it into the output folder itself or outside it"
+            )
+        if p.name.lower() in taken:
+            raise InputError(
+                f"report {p} would collide with {p.name}, which this run writes into {dest}; "
+                "choose another name"
+            )
+        if p.suffix.lower() not in FORMATS or os.path.isdir(dest):
+            out.append(check_destination(p))
+            continue
+        if os.path.lexists(dest):
+            raise InputError(f"destination {dest} exists and is not a folder")
+        if dry_run:
+            raise InputError(
+                f"cannot write report {p}: --dry-run creates nothing and the output folder {dest} does not "
+                "exist yet; write the report elsewhere"
+            )
+        parent = os.path.dirname(dest)
+        while parent and not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK):
+            raise InputError(f"cannot write report {p}: cannot create {dest} (permission denied)")
+        out.append(p)
+    return out
+
+
+def check_plan_reports(plan: Plan, reports: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse a plan that would place a file at, or inside, one of the report paths (a last check after
+    planning; :func:`check_group_reports` already rules this out before the scan).
+
+    Raises:
+        ActionError: an operation's destination is a report path or lies below one.
+    """
+    targets = {_abs(r) for r in reports} | {os.path.realpath(r) for r in reports}
+    for op in plan.operations:
+        if op.dst is not None and any(op.dst == t or _within(op.dst, t) for t in targets):
+            raise ActionError(f"{op.src} would be placed at {op.dst}, where a --report is written")
 
 
 def _bytes_freed(command: str, ops: Iterable[Operation]) -> int:

@@ -339,18 +339,7 @@ def scan(
         destinations = [reports.check_destination(p) for p in report or []]
         result = run_scan(paths, cfg)
         data = reports.to_dict(result)
-        html_extras: dict[str, Any] = {}
-        if any(dest.suffix.lower() == ".html" for dest in destinations):
-            with ProgressReporter(stderr) as progress:
-                progress("map", 0, 1)
-                html_extras["coordinates"] = reports.map_coordinates(result.embeddings.vectors)
-                progress("map", 1, 1)
-                members = [m["path"] for g in data["groups"] for m in g["members"]]
-                html_extras["thumbnails"] = reports.make_thumbnails(
-                    members, max_pixels=cfg.decode.max_pixels, progress=progress
-                )
-        for dest in destinations:
-            reports.write_report(data, dest, **(html_extras if dest.suffix.lower() == ".html" else {}))
+        write_reports(data, destinations, vectors=result.embeddings.vectors, max_pixels=cfg.decode.max_pixels)
         render_summary(data, stderr if json_out else stdout, top=top)
         if result.sources is not None:
             src = result.sources
@@ -367,6 +356,28 @@ def scan(
         if json_out:
             sys.stdout.write(reports.to_json(data))
             sys.stdout.flush()
+
+
+def write_reports(
+    data: dict[str, Any], destinations: Sequence[Path], *, vectors: Any | None, max_pixels: int
+) -> None:
+    """Write ``data`` to every destination (format by extension). For HTML the map is laid out from
+    ``vectors`` (no map when None) and the thumbnails made once (group members and cluster samples), with
+    progress on stderr."""
+    from dedup import report as reports
+
+    html_extras: dict[str, Any] = {}
+    if any(dest.suffix.lower() == ".html" for dest in destinations):
+        with ProgressReporter(stderr) as progress:
+            if vectors is not None:
+                progress("map", 0, 1)
+                html_extras["coordinates"] = reports.map_coordinates(vectors)
+                progress("map", 1, 1)
+            html_extras["thumbnails"] = reports.make_thumbnails(
+                reports.html_thumbnail_paths(data), max_pixels=max_pixels, progress=progress
+            )
+    for dest in destinations:
+        reports.write_report(data, dest, **(html_extras if dest.suffix.lower() == ".html" else {}))
 
 
 def render_summary(data: dict[str, Any], console: Console, *, top: int) -> None:
@@ -458,6 +469,13 @@ def _action_report(
     paths: list[Path] | None, from_report: Path | None, cfg: Config, to: Path | None
 ) -> dict[str, Any]:
     """The report to plan from: ``--from-report``, or a fresh scan that skips the output folder."""
+    return _action_scan(paths, from_report, cfg, to)[0]
+
+
+def _action_scan(
+    paths: list[Path] | None, from_report: Path | None, cfg: Config, to: Path | None
+) -> tuple[dict[str, Any], ScanResult | None]:
+    """:func:`_action_report` and the scan it came from (None with ``--from-report``)."""
     import os
 
     from dedup import actions
@@ -472,10 +490,11 @@ def _action_report(
                 f"report {from_report} scanned {', '.join(data.get('paths', []))}, not "
                 f"{', '.join(given)}; omit PATH or give the same folders"
             )
-        return data
+        return data, None
     if not paths:
         raise InputError("give the folders to scan (PATH...) or --from-report REPORT.json")
-    return reports.to_dict(run_scan(paths, cfg, exclude=actions.output_exclusions(paths, to)))
+    result = run_scan(paths, cfg, exclude=actions.output_exclusions(paths, to))
+    return reports.to_dict(result), result
 
 
 def render_plan(plan: Any, console: Console) -> None:
@@ -661,7 +680,12 @@ def group(
     only_duplicates: Annotated[
         bool, typer.Option("--only-duplicates", help="No unique/ folder for images in no group.")
     ] = False,
-    dry_run: DryRunOpt = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the plan as a table and as JSON; touch nothing except --report files."
+        ),
+    ] = False,
     from_report: FromReportOpt = None,
     config: ConfigOpt = None,
     threshold: ThresholdOpt = None,
@@ -713,6 +737,17 @@ def group(
             show_default=False,
         ),
     ] = None,
+    report: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--report",
+            "-r",
+            help="Also write the report to FILE.json, FILE.csv or FILE.html (repeatable; with a cluster "
+            "method the HTML shows a sample grid per cluster). Outside OUT_DIR or directly in it; undo "
+            "leaves it.",
+            show_default=False,
+        ),
+    ] = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Sort images into one folder per duplicate group (group-0001/ is the largest), plus unique/ -- or,
@@ -722,6 +757,8 @@ def group(
     Example: dedup group ~/photos --to ~/photos-by-group --link
 
     Example: dedup group ~/photos --to ~/sorted --method kmeans --clusters auto
+
+    Example: dedup group ~/photos --to ~/sorted -m kmeans -k 20 --dry-run --report clusters.html
     """
     from dedup import actions
     from dedup.errors import InputError
@@ -746,8 +783,10 @@ def group(
         if cfg.group.method == "dbscan":
             if names is not None:
                 raise InputError("--names names the folders of --method agglomerative or kmeans")
-            data = _action_report(paths, from_report, cfg, to)
+            destinations = actions.check_group_reports(report or [], to, dry_run=dry_run)
+            data, result = _action_scan(paths, from_report, cfg, to)
             plan = actions.plan_group(data, to=to, mode=mode, only_duplicates=only_duplicates)
+            _group_reports(data, destinations, plan, result, cfg, dry_run=dry_run)
             _run_plan(plan, dry_run=dry_run)
             return
         if from_report is not None:
@@ -756,7 +795,11 @@ def group(
                 "scan the folders again (give PATH, omit --from-report)"
             )
         cluster_names = actions.load_names(names) if names is not None else None
-        data = _clustering_report(paths, cfg, to)
+        folders = [actions.sanitize_folder_name(n) for n in (cluster_names or {}).values()]
+        destinations = actions.check_group_reports(
+            report or [], to, folder_names=[f for f in folders if f], dry_run=dry_run
+        )
+        data, result = _clustering_report(paths, cfg, to)
         notes: list[str] = []
         if cluster_names is not None:
             data, notes = actions.with_names(data, cluster_names)
@@ -773,11 +816,43 @@ def group(
                 highlight=False,
                 soft_wrap=True,
             )
+        _group_reports(data, destinations, plan, result, cfg, dry_run=dry_run)
         _run_plan(plan, dry_run=dry_run)
 
 
-def _clustering_report(paths: list[Path] | None, cfg: Config, to: Path) -> dict[str, Any]:
-    """Scan ``paths`` (skipping the output folder) and cluster every image with ``cfg.group``."""
+def _group_reports(
+    data: dict[str, Any],
+    destinations: Sequence[Path],
+    plan: Any,
+    result: ScanResult | None,
+    cfg: Config,
+    *,
+    dry_run: bool,
+) -> None:
+    """Write the ``--report`` files of a group run (before its files are placed; never journaled)."""
+    from dedup import actions
+    from dedup.errors import InputError
+
+    if not destinations:
+        return
+    actions.check_plan_reports(plan, destinations)
+    for dest in destinations:  # only the output folder can be missing here (check_group_reports)
+        if not dry_run and not dest.parent.is_dir():
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise InputError(f"cannot create {dest.parent}: {e.strerror or e}") from e
+    vectors = result.embeddings.vectors if result is not None else None
+    write_reports(data, destinations, vectors=vectors, max_pixels=cfg.decode.max_pixels)
+    for dest in destinations:
+        (stderr if dry_run else stdout).print(
+            f"Report written to {dest} (not part of the undo journal)", highlight=False, soft_wrap=True
+        )
+
+
+def _clustering_report(paths: list[Path] | None, cfg: Config, to: Path) -> tuple[dict[str, Any], ScanResult]:
+    """Scan ``paths`` (skipping the output folder) and cluster every image with ``cfg.group``; returns the
+    report and the clustered scan."""
     from dedup import actions
     from dedup import report as reports
     from dedup.errors import InputError
@@ -788,7 +863,7 @@ def _clustering_report(paths: list[Path] | None, cfg: Config, to: Path) -> dict[
     result = run_scan(paths, cfg, exclude=actions.output_exclusions(paths, to))
     with ProgressReporter(stderr) as progress:
         result = cluster_collection(result, cfg, progress=progress)
-    return reports.to_dict(result)
+    return reports.to_dict(result), result
 
 
 def render_clustering(data: dict[str, Any], console: Console) -> None:

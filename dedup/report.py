@@ -232,8 +232,8 @@ def write_report(
         report: the report dict.
         path: destination; ``.json``, ``.csv`` or ``.html``.
         coordinates: HTML only: map coordinates aligned with ``report["images"]`` (no map when omitted).
-        thumbnails: HTML only: path -> base64 JPEG; made from the files with :func:`make_thumbnails`
-            (reporting phase ``thumbnails`` to ``progress``) when omitted.
+        thumbnails: HTML only: path -> base64 JPEG; made from the files of :func:`html_thumbnail_paths`
+            with :func:`make_thumbnails` (reporting phase ``thumbnails`` to ``progress``) when omitted.
         progress: optional callback ``(phase, done, total)``.
     """
     p = check_destination(path)
@@ -241,8 +241,9 @@ def write_report(
     if suffix == ".html":
         if thumbnails is None:
             max_pixels = report.get("params", {}).get("decode", {}).get("max_pixels", 178_956_970)
-            members = [m["path"] for g in report["groups"] for m in g["members"]]
-            thumbnails = make_thumbnails(members, max_pixels=max_pixels, progress=progress)
+            thumbnails = make_thumbnails(
+                html_thumbnail_paths(report), max_pixels=max_pixels, progress=progress
+            )
         text = to_html(report, thumbnails=thumbnails, coordinates=coordinates)
     else:
         text = to_csv(report) if suffix == ".csv" else to_json(report)
@@ -316,6 +317,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
 THUMBNAIL_SIZE = 160  # longest side in pixels of the thumbnails embedded in the HTML report
 THUMBNAIL_QUALITY = 70  # their JPEG quality
 PAGE_SIZE = 50  # groups per page of the HTML report
+CLUSTER_PAGE_SIZE = 20  # clusters per page of the HTML report
+CLUSTER_SAMPLE = 12  # thumbnails per cluster in the HTML report: the members nearest the cluster's centre
 TSNE_EXACT_MAX = 200  # exact t-SNE up to this many images, Barnes-Hut above
 TSNE_MAX_IMAGES = 5000  # map_coordinates uses t-SNE up to this many images, PCA above (t-SNE gets slow)
 MAP_WIDTH, MAP_HEIGHT = 960, 540  # SVG user units of the collection map
@@ -413,6 +416,39 @@ def make_thumbnails(
     return out
 
 
+def cluster_sample(cluster: Mapping[str, Any], size: int = CLUSTER_SAMPLE) -> list[dict[str, Any]]:
+    """The ``size`` members of a report cluster nearest its centre (by ``distance_to_centre``, then path):
+    the most typical images, which the HTML report shows as the cluster's sample grid."""
+    members = [m for m in cluster.get("members") or [] if isinstance(m, Mapping) and "path" in m]
+    members.sort(key=lambda m: (float(m.get("distance_to_centre", float("inf"))), str(m["path"])))
+    return [dict(m) for m in members[: max(0, size)]]
+
+
+def html_thumbnail_paths(report: Mapping[str, Any], *, sample: int = CLUSTER_SAMPLE) -> list[str]:
+    """The images the HTML report shows as thumbnails: every duplicate-group member, plus the
+    :func:`cluster_sample` of each cluster of a clustering report (at most ``sample`` per cluster, so the
+    thumbnail work is bounded by groups + ``sample`` x clusters, not by the collection size)."""
+    paths = [m["path"] for g in report.get("groups") or [] for m in g["members"]]
+    for cluster in report.get("clusters") or []:
+        paths.extend(m["path"] for m in cluster_sample(cluster, sample))
+    return list(dict.fromkeys(paths))
+
+
+def _report_clusters(report: Mapping[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """``(cluster, folder)`` of each cluster of a clustering report, largest first (ties by id); ``[]``
+    without clusters. The folder is the one ``dedup group`` places the cluster in: ``cluster-0001`` or the
+    sanitised name given in names.yaml (:func:`dedup.actions.cluster_folders`, in report order)."""
+    from dedup.actions import cluster_folders
+
+    clusters = report.get("clusters")
+    if not isinstance(clusters, list) or not clusters:
+        return []
+    folders, _ = cluster_folders(clusters)
+    pairs = list(zip(clusters, folders, strict=True))
+    pairs.sort(key=lambda cf: (-int(cf[0].get("size", len(cf[0].get("members") or []))), int(cf[0]["id"])))
+    return pairs
+
+
 def _json_for_script(data: Any) -> str:
     """JSON safe inside ``<script type="application/json">``: no ``<``, ``>``, ``&`` can end the element."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -442,8 +478,9 @@ def map_svg(report: dict[str, Any], coordinates: np.ndarray | None) -> str:
     """The collection map: an inline SVG scatter of ``report["images"]`` at ``coordinates``.
 
     Points are coloured by group (images in no group grey, drawn first); each has a ``<title>`` with its
-    file name (and group) and a ``data-path`` the page uses to filter on click. Empty string without
-    coordinates or images.
+    file name (and group) and a ``data-path`` the page uses to filter on click. In a clustering report
+    (``clusters`` key) every point is coloured by its cluster instead, with the cluster's folder in its title
+    and a ``data-cluster`` id. Empty string without coordinates or images.
     """
     images = report.get("images") or []
     if coordinates is None or not len(images):
@@ -452,6 +489,9 @@ def map_svg(report: dict[str, Any], coordinates: np.ndarray | None) -> str:
     if xy.shape != (len(images), 2):
         raise ValueError(f"coordinates have shape {xy.shape}, expected ({len(images)}, 2)")
     group_of = {m["path"]: g["id"] for g in report["groups"] for m in g["members"]}
+    cluster_of = {
+        m["path"]: (int(c["id"]), folder) for c, folder in _report_clusters(report) for m in c["members"]
+    }
     pad = 12.0
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -464,6 +504,14 @@ def map_svg(report: dict[str, Any], coordinates: np.ndarray | None) -> str:
     ]
     for i in order:
         path = images[i]["path"]
+        if cluster_of:  # a clustering report: every image coloured by its cluster
+            cid, folder = cluster_of.get(path, (0, "no cluster"))
+            parts.append(
+                f'<circle cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="4" fill="{_group_colour(cid)}" '
+                f'class="pt clustered" data-path="{html.escape(path)}" data-cluster="{cid}">'
+                f"<title>{html.escape(f'{os.path.basename(path)} ({folder})')}</title></circle>"
+            )
+            continue
         gid = group_of.get(path)
         name = os.path.basename(path)
         label = f"{name} (group {gid})" if gid is not None else f"{name} (no group)"
@@ -493,6 +541,9 @@ def _header_html(report: dict[str, Any]) -> str:
         ("Reclaimable", _human_bytes(stats["reclaimable_bytes"])),
         ("Chain splits", stats["chain_splits"]),
     ]
+    clustering = report.get("clustering")
+    if isinstance(clustering, Mapping):
+        figures.append(("Clusters", clustering.get("n_clusters", len(report.get("clusters") or []))))
     cards = "".join(
         f'<div class="fig"><div class="v">{html.escape(str(v))}</div>'
         f'<div class="k">{html.escape(k)}</div></div>'
@@ -504,6 +555,9 @@ def _header_html(report: dict[str, Any]) -> str:
     for section, values in params.items():
         if isinstance(values, dict):
             rows.append((section, ", ".join(f"{k}={v}" for k, v in values.items())))
+    if isinstance(clustering, Mapping):
+        how = ", ".join(f"{k}={v}" for k, v in (clustering.get("params") or {}).items())
+        rows.append(("Clustering", f"{clustering.get('method')}: {how}"))
     rows.append(("Created", f"{report.get('created', '')} by {report.get('tool', 'dedup')}"))
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<div class="figs">{cards}</div><table class="params">{table}</table>'
@@ -531,8 +585,16 @@ def to_html(
     thumbnails: Mapping[str, str | None],
     coordinates: np.ndarray | None = None,
     page_size: int = PAGE_SIZE,
+    cluster_page_size: int = CLUSTER_PAGE_SIZE,
+    sample: int = CLUSTER_SAMPLE,
 ) -> str:
     """The self-contained HTML report: inline CSS/JS, thumbnails as data URIs, no network access.
+
+    A clustering report (``clusters`` key, ``dedup group --method agglomerative|kmeans``) gets a
+    "Clusters" section: one block per cluster, largest first, with its folder (``cluster-0001`` or the
+    name from names.yaml), its size and a grid of its :func:`cluster_sample` (the ``sample`` members
+    nearest its centre, nearest first), paged like the groups; the map is coloured by cluster, and the
+    duplicate-groups section is left out when there are no groups.
 
     Args:
         report: the report dict (:func:`to_dict` or :func:`load_report`).
@@ -541,6 +603,8 @@ def to_html(
         coordinates: optional (n_images, 2) map coordinates aligned with ``report["images"]``
             (:func:`map_coordinates`); no map without them.
         page_size: groups per page.
+        cluster_page_size: clusters per page.
+        sample: thumbnails per cluster.
 
     Everything taken from the report is escaped (HTML text and attributes with ``html.escape``; the
     embedded JSON with ``<``, ``>``, ``&`` as ``\\u`` escapes; the page's script sets text with
@@ -549,7 +613,8 @@ def to_html(
     from importlib.resources import files
 
     groups = sorted(report["groups"], key=lambda g: (-len(g["members"]), g["id"]))
-    data = {
+    thumbs = {m["path"]: thumbnails.get(m["path"]) for g in groups for m in g["members"]}
+    data: dict[str, Any] = {
         "pageSize": max(1, int(page_size)),
         "groups": [
             {
@@ -569,13 +634,42 @@ def to_html(
             }
             for g in groups
         ],
-        "thumbs": {m["path"]: thumbnails.get(m["path"]) for g in groups for m in g["members"]},
+        "thumbs": thumbs,
     }
+    clusters = []
+    for c, folder in _report_clusters(report):
+        members = cluster_sample(c, sample)
+        thumbs.update({m["path"]: thumbnails.get(m["path"]) for m in members})
+        clusters.append(
+            {
+                "id": int(c["id"]),
+                "folder": folder,
+                "name": str(c["name"]) if c.get("named") and c.get("name") is not None else None,
+                "size": int(c.get("size", len(c["members"]))),
+                "colour": _group_colour(int(c["id"])),
+                "sample": [{"path": m["path"], "d": m.get("distance_to_centre")} for m in members],
+            }
+        )
+    data["clusterPageSize"] = max(1, int(cluster_page_size))
+    data["clusters"] = clusters
     svg = map_svg(report, coordinates)
+    map_note = (
+        "Each dot is an image, placed by its features (similar images lie close together) and coloured by "
+        "its cluster (the colour beside each cluster's folder below). Hover for the file name and cluster; "
+        "click a dot to show its cluster."
+        if clusters
+        else "Each dot is an image, placed by its features (similar images lie close together); dots of one "
+        "colour form a duplicate group, grey dots are in no group. Hover for the file name; click a coloured "
+        "dot to show its group."
+    )
     fields = {
         "TITLE": html.escape(f"dedup report — {', '.join(report.get('paths', []))}"),
         "HEADER": _header_html(report),
         "MAP": svg or '<p class="muted">No map (no coordinates were given, or no images).</p>',
+        "MAPNOTE": html.escape(map_note),
+        "CLUSTERSHIDDEN": "" if clusters else " hidden",
+        "GROUPSHIDDEN": " hidden" if clusters and not groups else "",
+        "SAMPLE": str(max(0, int(sample))),
         "SKIPPED": _skipped_html(report),
         "DATA": _json_for_script(data),
     }

@@ -403,3 +403,20 @@ def write_verify_dataset(root: Path) -> dict[str, Any]:
         "unrelated": [save(make_photo(seed, (400, 300)), f"other{seed}.jpg") for seed in (602, 603, 604)],
         "same_background": [save(studio_photo(seed, 77), f"studio{seed}.jpg") for seed in (611, 612)],
     }
+
+
+def write_families(root: Path, sizes: tuple[int, ...] = (6, 5, 4)) -> dict[str, int]:
+    """One base photo per family, each with variants (brightness, size, JPEG quality); path -> family.
+
+    Families are obvious clusters for ``dedup group --method agglomerative|kmeans``.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    truth: dict[str, int] = {}
+    for family, n in enumerate(sizes):
+        base = make_photo(100 + 17 * family, size=(240, 180))
+        for v in range(n):
+            image = ImageEnhance.Brightness(base).enhance(0.85 + 0.06 * v).resize((240 - 12 * v, 180 - 9 * v))
+            path = root / f"f{family}_v{v}.jpg"
+            image.save(path, quality=90 - 5 * v)
+            truth[str(path)] = family
+    return truth

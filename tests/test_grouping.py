@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from PIL import ImageEnhance
 from scipy.sparse.csgraph import connected_components
 from typer.testing import CliRunner
 
@@ -28,24 +27,10 @@ from dedup.pipeline import cluster_collection, find_duplicates
 from dedup.report import clusters_csv, to_dict
 
 from helpers import tree_state
-from imagegen import make_photo
+from imagegen import write_families
 
 runner = CliRunner()
-SIZES = (6, 5, 4)  # planted clusters of different sizes, so cluster numbering by size is checkable
-
-
-def write_families(root: Path, sizes: tuple[int, ...] = SIZES) -> dict[str, int]:
-    """One base photo per family, each with variants (brightness, size, JPEG quality); path -> family."""
-    root.mkdir(parents=True, exist_ok=True)
-    truth: dict[str, int] = {}
-    for family, n in enumerate(sizes):
-        base = make_photo(100 + 17 * family, size=(240, 180))
-        for v in range(n):
-            image = ImageEnhance.Brightness(base).enhance(0.85 + 0.06 * v).resize((240 - 12 * v, 180 - 9 * v))
-            path = root / f"f{family}_v{v}.jpg"
-            image.save(path, quality=90 - 5 * v)
-            truth[str(path)] = family
-    return truth
+SIZES = (6, 5, 4)  # planted clusters of different sizes (write_families' default), numbered by size
 
 
 @pytest.fixture

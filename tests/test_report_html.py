@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -16,12 +17,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from dedup import actions
 from dedup import report as reports
 from dedup.cli import app
 from dedup.config import load_config
-from dedup.pipeline import find_duplicates
+from dedup.pipeline import cluster_collection, find_duplicates
 
-from imagegen import make_photo
+from helpers import tree_state
+from imagegen import make_photo, write_families
 
 runner = CliRunner()
 CHROMIUM = "/usr/bin/chromium"
@@ -196,6 +199,201 @@ def synthetic_report(n_groups: int, root: str = "/nonexistent/dedup-html-test") 
         "skipped": [{"path": f"{root}/bad.jpg", "reason": "truncated image"}],
         "images": images,
     }
+
+
+def synthetic_clusters_report(n_clusters: int, root: str = "/nonexistent/dedup-html-test") -> dict[str, Any]:
+    """A clustering report (no duplicate groups) of ``n_clusters`` clusters of 1-40 members whose files do
+    not exist; members are listed in random order, not by distance."""
+    rng = np.random.default_rng(11)
+    data = synthetic_report(0, root)
+    sizes = sorted((int(rng.integers(1, 41)) for _ in range(n_clusters)), reverse=True)
+    clusters, images = [], []
+    for c, size in enumerate(sizes, start=1):
+        members = [
+            {
+                "path": f"{root}/c{c:04d}/img{j:02d}.jpg",
+                "distance_to_centre": round(float(rng.uniform(0, 0.5)), 6),
+            }
+            for j in range(size)
+        ]
+        images += [
+            {"path": m["path"], "bytes": 1, "mtime": 1.7e9, "width": 64, "height": 48} for m in members
+        ]
+        clusters.append(
+            {"id": c, "name": reports.cluster_folder(c, n_clusters), "size": size, "members": members}
+        )
+    data["images"] = images
+    data["stats"]["images"] = len(images)
+    data["clustering"] = {"method": "kmeans", "n_clusters": n_clusters, "params": {"n_clusters": n_clusters}}
+    data["clusters"] = clusters
+    return data
+
+
+# ------------------------------------------------------------------------------------------ clusters
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory):
+    """kmeans with 3 clusters on three generated photo families of 6, 5 and 4 images (phash features)."""
+    root = tmp_path_factory.mktemp("clusters") / "photos"
+    write_families(root)
+    cfg = load_config(
+        overrides={"features.extractor": "phash", "group.method": "kmeans", "group.clusters": 3}
+    )
+    return root, cluster_collection(find_duplicates([root], cfg), cfg)
+
+
+def test_cluster_blocks_sample_by_distance_and_escaped_names(clustered, tmp_path):
+    root, result = clustered
+    data, _ = actions.with_names(reports.to_dict(result), {2: NASTY})
+    for c in data["clusters"]:  # the page must order the sample itself, whatever order the report has
+        c["members"].reverse()
+    out = reports.write_report(
+        data, tmp_path / "r.html", coordinates=reports.map_coordinates(result.embeddings.vectors)
+    )
+    page = out.read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in page and "<b>" not in page
+    assert page.count("<script") == 2
+    block = _data_block(page)
+    clusters = block["clusters"]
+    nasty_folder = actions.sanitize_folder_name(NASTY)
+    assert [c["id"] for c in clusters] == [1, 2, 3] and [c["size"] for c in clusters] == [6, 5, 4]
+    assert [c["folder"] for c in clusters] == ["cluster-0001", nasty_folder, "cluster-0003"]
+    assert clusters[1]["name"] == NASTY and clusters[0]["name"] is None  # the user's name, exactly
+    for shown, cluster in zip(clusters, data["clusters"], strict=True):
+        nearest = sorted(cluster["members"], key=lambda m: (m["distance_to_centre"], m["path"]))
+        assert [m["path"] for m in shown["sample"]] == [m["path"] for m in nearest]
+        assert [m["d"] for m in shown["sample"]] == sorted(m["d"] for m in shown["sample"])
+    assert set(block["thumbs"]) == set(reports.html_thumbnail_paths(data))
+    assert all(block["thumbs"].values())  # thumbnails made from the files
+    assert 'id="clusters-section" hidden' not in page
+    assert "Clusters</div>" in page  # the header's figure
+    # the map: one dot per image, coloured by cluster, the cluster's (escaped) folder in its title
+    assert page.count('class="pt clustered"') == len(result.images) == 15
+    cluster_of = {m["path"]: c["id"] for c in data["clusters"] for m in c["members"]}
+    assert Counter(re.findall(r'data-cluster="(\d+)"', page)) == Counter(map(str, cluster_of.values()))
+    assert html.escape(f"({nasty_folder})") in page
+
+
+def test_cluster_sample_is_bounded_and_groups_section_hidden(monkeypatch, tmp_path):
+    data = synthetic_clusters_report(30)
+    expected = [min(reports.CLUSTER_SAMPLE, c["size"]) for c in data["clusters"]]
+    assert max(c["size"] for c in data["clusters"]) > reports.CLUSTER_SAMPLE
+    made: list[str] = []
+
+    def fake_thumbnails(paths, **kwargs):
+        made.extend(paths)
+        return dict.fromkeys(paths)
+
+    monkeypatch.setattr(reports, "make_thumbnails", fake_thumbnails)
+    page = reports.write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert len(made) == sum(expected)  # thumbnails only for the sampled members
+    block = _data_block(page)
+    assert [len(c["sample"]) for c in block["clusters"]] == expected
+    for shown, cluster in zip(block["clusters"], data["clusters"], strict=True):
+        assert [m["d"] for m in shown["sample"]] == sorted(
+            m["distance_to_centre"] for m in cluster["members"]
+        )[: len(shown["sample"])]
+    assert set(made) == set(block["thumbs"])
+    assert 'id="groups-section" hidden' in page and 'id="clusters-section" hidden' not in page
+    assert 'id="map"' not in page  # no coordinates given
+    plain = reports.to_html(synthetic_report(3), thumbnails={})  # a scan: no clusters section
+    assert 'id="clusters-section" hidden' in plain and 'id="groups-section" hidden' not in plain
+    assert _data_block(plain)["clusters"] == []
+
+
+def _group(*args: Any) -> Any:
+    return runner.invoke(app, ["group", *map(str, args)])
+
+
+def test_group_kmeans_cli_writes_the_cluster_report_and_undo_leaves_it(tmp_path):
+    root = tmp_path / "photos"
+    write_families(root)
+    before = tree_state(root)
+    out = tmp_path / "sorted"
+    r_html, r_json = tmp_path / "r.html", out / "r.json"  # one outside the output folder, one inside
+    result = _group(
+        root, "--to", out, "--method", "kmeans", "--clusters", "3", "-f", "phash",
+        "--report", r_html, "--report", r_json,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stdout = result.stdout.replace("\n", "")
+    assert f"Report written to {r_html}" in stdout and f"Report written to {r_json}" in stdout
+    report = json.loads(r_json.read_text())
+    page = r_html.read_text(encoding="utf-8")
+    block = _data_block(page)
+    assert [c["size"] for c in block["clusters"]] == [c["size"] for c in report["clusters"]] == [6, 5, 4]
+    assert [c["folder"] for c in block["clusters"]] == sorted(p.name for p in out.iterdir() if p.is_dir())
+    for shown, cluster in zip(block["clusters"], report["clusters"], strict=True):
+        assert [m["path"] for m in shown["sample"]] == [m["path"] for m in cluster["members"]]
+    assert len(block["thumbs"]) == 15 and all(block["thumbs"].values())
+    assert page.count('class="pt clustered"') == report["stats"]["images"] == 15
+    (manifest,) = out.glob("dedup-group-*.jsonl")
+    undone = runner.invoke(app, ["undo", str(manifest)])
+    assert undone.exit_code == 0, undone.output
+    # undo removes what the run placed; the report stays, like clusters.csv and names.yaml
+    assert sorted(os.listdir(out)) == sorted(["clusters.csv", "names.yaml", "r.json", manifest.name])
+    assert tree_state(root) == before
+
+
+def test_group_report_destinations_are_checked_before_the_scan(tmp_path):
+    root = tmp_path / "photos"
+    write_families(root, sizes=(2, 2))
+    out = tmp_path / "sorted"
+    names = tmp_path / "names.yaml"
+    names.write_text('1: "R.html"\n')
+    cases = [
+        (["--report", out / "cluster-0001" / "r.html"], "subfolder of the output folder"),
+        (["--report", out / "clusters.csv"], "would collide with clusters.csv"),
+        (["--report", out / "r.html", "--names", names], "would collide with r.html"),
+        (["--report", out / "r.html", "--dry-run"], "--dry-run creates nothing"),
+        (["--report", out], "is the output folder"),
+        (["--report", tmp_path / "r.pdf"], "unsupported format"),
+    ]
+    for args, needle in cases:
+        result = _group(root, "--to", out, "-m", "kmeans", "-k", "2", "-f", "phash", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert needle in result.stderr.replace("\n", ""), (args, result.stderr)
+        assert "kmeans:" not in result.stderr  # refused before scanning
+        assert not out.exists()
+    # dbscan grouping also checks (no cluster files, but still no subfolder of the output folder)
+    result = _group(root, "--to", out, "-f", "phash", "--report", out / "unique" / "r.json")
+    assert result.exit_code == 1 and "subfolder" in result.stderr
+
+
+def test_group_dry_run_writes_only_the_report(tmp_path):
+    root = tmp_path / "photos"
+    write_families(root, sizes=(3, 3))
+    before = tree_state(tmp_path)
+    r_html = tmp_path / "preview.html"
+    result = _group(
+        root, "--to", tmp_path / "o", "-m", "kmeans", "-k", "2", "-f", "phash", "--dry-run", "-r", r_html
+    )
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)  # stdout is still the plan as JSON
+    assert "Report written to" in result.stderr.replace("\n", "")
+    assert [c["size"] for c in _data_block(r_html.read_text(encoding="utf-8"))["clusters"]] == [3, 3]
+    after = tree_state(tmp_path)
+    assert {k: v for k, v in after.items() if k != "preview.html"} == before
+
+
+def test_dbscan_group_report_shows_the_groups(tmp_path):
+    root = tmp_path / "photos"
+    write_families(root, sizes=(3, 2))
+    out = tmp_path / "g"
+    out.mkdir()
+    result = _group(
+        root, "--to", out, "-f", "phash", "--report", out / "dups.html", "--report", out / "dups.json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "dups.json").read_text())
+    page = (out / "dups.html").read_text(encoding="utf-8")
+    block = _data_block(page)
+    assert block["clusters"] == [] and len(block["groups"]) == report["stats"]["groups"]
+    assert page.count("<circle") == report["stats"]["images"] == 5
+    (manifest,) = out.glob("dedup-group-*.jsonl")
+    assert runner.invoke(app, ["undo", str(manifest)]).exit_code == 0
+    assert sorted(os.listdir(out)) == sorted(["dups.html", "dups.json", manifest.name])
 
 
 # ------------------------------------------------------------------------------------------ real browser
@@ -407,4 +605,109 @@ def test_ten_thousand_groups_page_and_filter_quickly(browser, tmp_path):
     assert seconds < 2.0, f"filtering took {seconds:.2f}s"
     assert load_seconds < 30, f"loading took {load_seconds:.1f}s"
     browser.save_screenshot(str(tmp_path / "big.png"))
+    assert _console_errors(browser) == []
+
+
+def _attr_list(driver, css: str, attr: str) -> list[str]:
+    return driver.execute_script(
+        "var name = arguments[1];"
+        "return Array.prototype.map.call(document.querySelectorAll(arguments[0]),"
+        " function (e) { return e.getAttribute(name); })",
+        css,
+        attr,
+    )
+
+
+def _set_cluster_filter(driver, text: str) -> float:
+    """Set the cluster filter and apply it at once (no debounce); returns the seconds it took in the page."""
+    return float(
+        driver.execute_script(
+            "var box = document.getElementById('cfilter'); box.value = arguments[0];"
+            "var t = performance.now(); box.dispatchEvent(new Event('change'));"
+            "return (performance.now() - t) / 1000;",
+            text,
+        )
+    )
+
+
+@pytest.mark.browser
+def test_cluster_report_in_headless_chromium(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    root = tmp_path / "photos"
+    write_families(root, sizes=(16, 10))  # 26 images in 2 clusters: one holds more than 12
+    out_html, out_json = tmp_path / "clusters.html", tmp_path / "clusters.json"
+    result = _group(
+        root, "--to", tmp_path / "sorted", "-m", "kmeans", "-k", "2", "-f", "phash", "--dry-run",
+        "--report", out_html, "--report", out_json,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out_json.read_text())
+    browser.get(out_html.resolve().as_uri())
+    browser.save_screenshot(str(tmp_path / "clusters.png"))
+    assert _console_errors(browser) == []
+    sample = reports.CLUSTER_SAMPLE
+    assert _count(browser, "#clusters section.cluster") == len(report["clusters"]) == 2
+    assert _count(browser, "#clusters figure.thumb") == sum(
+        min(sample, c["size"]) for c in report["clusters"]
+    )
+    assert _count(browser, "#clusters figure.thumb img") == _count(browser, "#clusters figure.thumb")
+    widths = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#clusters img'),"
+        " function (i) { return i.complete ? i.naturalWidth : -1; })"
+    )
+    assert all(w > 0 for w in widths), widths
+    assert _count(browser, "#clusters .more") == sum(c["size"] > sample for c in report["clusters"]) >= 1
+    for c in report["clusters"]:  # block order and sample order (nearest the centre first) follow the JSON
+        shown = _attr_list(browser, f'#clusters section[data-cluster="{c["id"]}"] figure', "data-path")
+        assert shown == [m["path"] for m in c["members"][:sample]]
+    titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#clusters section.cluster h3")]
+    assert [t.split("/")[0] for t in titles] == [c["name"] for c in report["clusters"]]
+    assert browser.find_element(By.ID, "groups-section").is_displayed() == (report["stats"]["groups"] > 0)
+    assert _count(browser, "#map circle.clustered") == report["stats"]["images"] == 26
+    # clicking a dot shows its cluster only
+    browser.execute_script(
+        "document.querySelectorAll('#map circle.clustered')[3]"
+        ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+    )
+    dot_cluster = browser.execute_script(
+        "return document.querySelectorAll('#map circle.clustered')[3].getAttribute('data-cluster')"
+    )
+    assert _attr_list(browser, "#clusters section.cluster", "data-cluster") == [dot_cluster]
+    assert _console_errors(browser) == []
+
+
+@pytest.mark.browser
+def test_thousand_clusters_page_and_filter_quickly(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    data = synthetic_clusters_report(1000)
+    out = tmp_path / "clusters.html"
+    out.write_text(reports.to_html(data, thumbnails={}), encoding="utf-8")
+    t0 = time.perf_counter()
+    browser.get(out.resolve().as_uri())
+    load_seconds = time.perf_counter() - t0
+    assert _console_errors(browser) == []
+    per_page = reports.CLUSTER_PAGE_SIZE
+    assert _count(browser, "#clusters section.cluster") == per_page  # only the current page is in the DOM
+    first = data["clusters"][:per_page]
+    assert _count(browser, "#clusters .placeholder") == sum(
+        min(reports.CLUSTER_SAMPLE, c["size"]) for c in first
+    )
+    assert "Page 1 of 50" in browser.find_element(By.ID, "cpage-info").text
+    assert not browser.find_element(By.ID, "groups-section").is_displayed()  # no duplicate groups
+    ids = _attr_list(browser, "#clusters section.cluster", "data-cluster")
+    assert ids == [str(c["id"]) for c in first]
+    browser.find_element(By.ID, "cnext").click()
+    assert "Page 2 of 50" in browser.find_element(By.ID, "cpage-info").text
+    assert _attr_list(browser, "#clusters section.cluster", "data-cluster") == [
+        str(c["id"]) for c in data["clusters"][per_page : 2 * per_page]
+    ]
+    seconds = _set_cluster_filter(browser, "#537")
+    assert _attr_list(browser, "#clusters section.cluster", "data-cluster") == ["537"]
+    _set_cluster_filter(browser, "cluster-00")  # folder-name substring: clusters 1-99
+    assert "of 99 (filtered from 1000)" in browser.find_element(By.ID, "cpage-info").text
+    _set_cluster_filter(browser, "no-such-cluster")
+    assert browser.find_element(By.ID, "cempty").is_displayed()
+    assert seconds < 2.0 and load_seconds < 30, (seconds, load_seconds)
     assert _console_errors(browser) == []
