@@ -222,7 +222,10 @@ def bench_grouping() -> dict[str, Any]:
         thumbs = _thumbnails(paths)
         thumb_seconds = time.perf_counter() - t0
         ex = result.extractor
-        backbone = ex["name"] + (" (offline fallback)" if ex.get("fallback_used") else "")
+        # whole-collection clustering uses the first extractor's vectors (cluster_collection); name it
+        first = ex.get("extractors", [ex])[0]["name"]
+        fallback = f" (first of the {ex['name']} offline fallback)" if ex.get("fallback_used") else ""
+        backbone = first + fallback
         for features, embeddings in (
             (backbone, result.embeddings),
             ("16x16 RGB thumbnails (baseline)", Embeddings(thumbs)),
