@@ -147,10 +147,11 @@ class FeaturesConfig:
         "free), off for CNNs (a second model pass per image)",
         check=_check_auto_bool,
     )
-    rotations: bool = _opt(
-        True,
+    rotations: bool | str = _opt(
+        AUTO,
         "weight-free extractors also match copies rotated by 90/180/270 degrees (and, with mirror, "
-        "flipped vertically)",
+        "flipped vertically); auto = when the verify stage checks the candidates",
+        check=_check_auto_bool,
     )
     thumb_size: int = _opt(16, "thumb: side of the grayscale thumbnail; dim = thumb_size^2", lo=4, hi=64)
     color_bins: int = _opt(16, "color: hue bins of the HSV histogram (x 4 saturation x 4 value)", lo=4, hi=64)

@@ -377,9 +377,10 @@ def view_plan(extractor: Extractor, config: Config, shape: tuple[int, ...]) -> l
     """Which rotated views of ``extractor``'s prepared arrays (of ``shape``) are embedded.
 
     Only weight-free extractors (cheap to run several times) that are not already invariant to orientation,
-    with square prepared arrays, and only with ``features.rotations``.
+    with square prepared arrays, and only with ``features.rotations`` (resolved from ``auto`` by
+    :func:`collect_features`).
     """
-    if not config.features.rotations or not getattr(extractor, "weight_free", False):
+    if config.features.rotations is not True or not getattr(extractor, "weight_free", False):
         return []
     if getattr(extractor, "orientation_invariant", False) or len(shape) < 2 or shape[0] != shape[1]:
         return []
@@ -471,6 +472,9 @@ def collect_features(
         stat_root(path)
     # Weights before the walk: a missing weights file should fail before a long walk over the folders.
     extractors = make_extractors(config.features, warn=warn, lazy=True)
+    if config.features.rotations == AUTO:  # rotated views serve as candidates for keypoint verification
+        rotations = verification_enabled(config, extractors)
+        config = replace(config, features=replace(config.features, rotations=rotations))
     if first_only:
         extractors = extractors[:1]
 
@@ -848,7 +852,7 @@ def find_similar(
         paths, config, exclude=[Path(query_path)], progress=progress, warn=warn, first_only=True
     )
     query_file = ImageFile(path=query_path, size=st.st_size, mtime=st.st_mtime)
-    decoded, query_emb, failed = extract_features([query_file], collection.extractor, config)
+    decoded, query_emb, failed = extract_features([query_file], collection.extractor, collection.config)
     if failed:
         raise InputError(f"cannot use query image {image}: {failed[0].reason}")
     n = len(collection.images)

@@ -189,3 +189,22 @@ def test_real_photos_byte_identical_copies_group_and_corrupt_files_skip():
         assert len({group_of.get(p) for p in paths}) == 1 and paths[0] in group_of
     corrupt = {str(base / r["path"]) for r in rows if r["group_id"] == "CORRUPT"}
     assert corrupt <= {s.path for s in result.skipped}
+
+
+def test_rotated_views_follow_verification_when_auto(tmp_path):
+    """features.rotations auto: rotated views only when keypoints verify the candidates they propose."""
+    from dedup.pipeline import collect_features
+
+    from imagegen import make_photo
+
+    for i in range(3):
+        make_photo(i).save(tmp_path / f"{i}.jpg")
+
+    def views(**overrides):
+        cfg = load_config(overrides={"cache.enabled": False, **overrides})
+        return [[name for name, _ in emb.views] for emb in collect_features([tmp_path], cfg).all_embeddings]
+
+    assert views(**{"features.extractor": "phash"}) == [[]]  # a plain hash scan stays fast
+    forced = views(**{"features.extractor": "phash", "features.rotations": True})
+    assert forced[0][:3] == ["rot90", "rot180", "rot270"]
+    assert all("rot90" in v for v in views(**{"features.extractor": "phash+thumb"}))  # verified combination
