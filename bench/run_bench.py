@@ -752,8 +752,8 @@ def bench_peers() -> dict[str, Any]:
         find_duplicates([sets[0][1]], load_config(overrides={"features.extractor": "phash"}))  # warm imports
         for name, folder, truth in sets:
             for label, extra in (
-                ("dedup phash (no cache; mirror + rotated views, the default)", {}),
-                ("dedup phash (no cache; rotations off)", {"features.rotations": False}),
+                ("dedup phash (no cache; default: mirror, no rotated views)", {}),
+                ("dedup phash (no cache; features.rotations: true)", {"features.rotations": True}),
             ):
                 cfg = load_config(overrides={"features.extractor": "phash", "cache.enabled": False, **extra})
                 t0 = time.perf_counter()
