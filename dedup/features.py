@@ -173,7 +173,33 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------- phash
 
 
-class PHashExtractor:
+class _WeightFree:
+    """What the weight-free extractors share: no weights, cheap enough to embed extra views, and the identity
+    of an offline fallback (``requested`` is the extractor the user asked for, ``fallback_reason`` why it
+    could not be used)."""
+
+    name: str
+    weight_free = True
+
+    def __init__(self, requested: str, fallback_reason: str | None) -> None:
+        self.requested = requested
+        self.fallback_reason = fallback_reason
+
+    def _identity(self, **facts: Any) -> dict[str, Any]:
+        """``info()``: name, weights (None), pooling (None), the extractor's own ``facts``, fallback_used,
+        requested, fallback_reason."""
+        return {
+            "name": self.name,
+            "weights": None,
+            "pooling": None,
+            **facts,
+            "fallback_used": self.requested != self.name,
+            "requested": self.requested,
+            "fallback_reason": self.fallback_reason,
+        }
+
+
+class PHashExtractor(_WeightFree):
     """Weight-free DCT perceptual hash used as a ±1 vector.
 
     The image is converted to grayscale (ITU-R 601 luma), resized to ``4*hash_size`` square with Pillow's
@@ -189,7 +215,6 @@ class PHashExtractor:
     """
 
     name = "phash"
-    weight_free = True
     candidate_threshold = PHASH_CANDIDATE_THRESHOLD
     sure_threshold = PHASH_SURE_THRESHOLD
 
@@ -198,9 +223,8 @@ class PHashExtractor:
     ) -> None:
         if hash_size < 2:
             raise ConfigError(f"features.hash_size: {hash_size!r} is too small; allowed values: 2 or more")
+        super().__init__(requested, fallback_reason)
         self.hash_size = hash_size
-        self.requested = requested
-        self.fallback_reason = fallback_reason
         self.dim = hash_size * hash_size
         self.default_threshold = PHASH_DEFAULT_THRESHOLD
         self.image_size = 4 * hash_size
@@ -212,18 +236,12 @@ class PHashExtractor:
     def info(self) -> dict[str, Any]:
         """Keys: name, weights (None), pooling (None), input_size, dim, hash_size, preprocessing,
         fallback_used, requested, fallback_reason."""
-        return {
-            "name": self.name,
-            "weights": None,
-            "pooling": None,
-            "input_size": self.image_size,
-            "dim": self.dim,
-            "hash_size": self.hash_size,
-            "preprocessing": PHASH_PREPROCESSING,
-            "fallback_used": self.requested != self.name,
-            "requested": self.requested,
-            "fallback_reason": self.fallback_reason,
-        }
+        return self._identity(
+            input_size=self.image_size,
+            dim=self.dim,
+            hash_size=self.hash_size,
+            preprocessing=PHASH_PREPROCESSING,
+        )
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Grayscale, LANCZOS-resized pixels.
@@ -296,7 +314,7 @@ def trim_borders(image: Image.Image) -> Image.Image:
 # --------------------------------------------------------------------------------------------------- thumb
 
 
-class ThumbExtractor:
+class ThumbExtractor(_WeightFree):
     """Weight-free grayscale thumbnail: the image's coarse layout of brightness, as a vector.
 
     Uniform letterbox bars are trimmed (:func:`trim_borders`), then the image is converted to grayscale
@@ -313,7 +331,6 @@ class ThumbExtractor:
     """
 
     name = "thumb"
-    weight_free = True
     default_threshold = THUMB_DEFAULT_THRESHOLD
     candidate_threshold = THUMB_CANDIDATE_THRESHOLD
     sure_threshold = THUMB_SURE_THRESHOLD
@@ -323,26 +340,15 @@ class ThumbExtractor:
     ) -> None:
         if size < 4:
             raise ConfigError(f"features.thumb_size: {size!r} is too small; allowed values: 4 or more")
+        super().__init__(requested, fallback_reason)
         self.size = size
         self.dim = size * size
-        self.requested = requested
-        self.fallback_reason = fallback_reason
         self.decode_size: int | None = 8 * size
 
     def info(self) -> dict[str, Any]:
         """Keys: name, weights (None), pooling (None), input_size, dim, preprocessing, fallback_used,
         requested, fallback_reason."""
-        return {
-            "name": self.name,
-            "weights": None,
-            "pooling": None,
-            "input_size": self.size,
-            "dim": self.dim,
-            "preprocessing": THUMB_PREPROCESSING,
-            "fallback_used": self.requested != self.name and self.fallback_reason is not None,
-            "requested": self.requested,
-            "fallback_reason": self.fallback_reason,
-        }
+        return self._identity(input_size=self.size, dim=self.dim, preprocessing=THUMB_PREPROCESSING)
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Grayscale thumbnail.
@@ -374,7 +380,7 @@ class ThumbExtractor:
 # --------------------------------------------------------------------------------------------------- color
 
 
-class ColorExtractor:
+class ColorExtractor(_WeightFree):
     """Weight-free colour descriptor: a joint HSV histogram, square-rooted (Hellinger).
 
     Uniform letterbox bars are trimmed (:func:`trim_borders`), the image is shrunk to 64 x 64 (BOX filter)
@@ -392,7 +398,6 @@ class ColorExtractor:
     """
 
     name = "color"
-    weight_free = True
     orientation_invariant = True  # rotated or mirrored views would give the same vector
     default_threshold = COLOR_DEFAULT_THRESHOLD
     candidate_threshold = COLOR_CANDIDATE_THRESHOLD
@@ -406,27 +411,20 @@ class ColorExtractor:
     ) -> None:
         if hue_bins < 2:
             raise ConfigError(f"features.color_bins: {hue_bins!r} is too small; allowed values: 2 or more")
+        super().__init__(requested, fallback_reason)
         self.hue_bins = hue_bins
         self.dim = hue_bins * self.sat_bins * self.val_bins
-        self.requested = requested
-        self.fallback_reason = fallback_reason
         self.decode_size: int | None = 2 * self.image_size
 
     def info(self) -> dict[str, Any]:
         """Keys: name, weights (None), pooling (None), input_size, dim, hue_bins, preprocessing,
         fallback_used, requested, fallback_reason."""
-        return {
-            "name": self.name,
-            "weights": None,
-            "pooling": None,
-            "input_size": self.image_size,
-            "dim": self.dim,
-            "hue_bins": self.hue_bins,
-            "preprocessing": COLOR_PREPROCESSING,
-            "fallback_used": self.requested != self.name and self.fallback_reason is not None,
-            "requested": self.requested,
-            "fallback_reason": self.fallback_reason,
-        }
+        return self._identity(
+            input_size=self.image_size,
+            dim=self.dim,
+            hue_bins=self.hue_bins,
+            preprocessing=COLOR_PREPROCESSING,
+        )
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Small HSV image.

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from PIL import Image
 
+from dedup.cluster import HasImageFacts
 from dedup.config import AUTO, Config, VerifyConfig
 from dedup.errors import DedupError, ImageError
 from dedup.images import open_image
@@ -42,17 +43,6 @@ KEYPOINT_PREPROCESSING = "sift/gray-lanczos-longest-side/v1"
 # Transforms whose scale is outside this range are not a duplicate's (and RANSAC degenerates there, e.g.
 # when many keypoints of one image match a single point of the other).
 MIN_SCALE, MAX_SCALE = 0.2, 5.0
-
-
-class _Image(Protocol):
-    """What keypoint computation needs to know about an image (``ImageRecord`` has it)."""
-
-    @property
-    def path(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def mtime(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +89,7 @@ class MemoryKeypointCache:
         return len(self._data)
 
 
-def keypoint_key(image: _Image, cfg: VerifyConfig, mirrored: bool) -> str:
+def keypoint_key(image: HasImageFacts, cfg: VerifyConfig, mirrored: bool) -> str:
     """Identity of an image's keypoints: the file (path, size, mtime) and every parameter that shapes them."""
     return (
         f"{image.path}\0{image.size}\0{image.mtime!r}\0{KEYPOINT_PREPROCESSING}\0"
@@ -245,7 +235,7 @@ class KeypointStore:
 
     def __init__(
         self,
-        images: Sequence[_Image],
+        images: Sequence[HasImageFacts],
         config: Config,
         cache: KeypointCache | None = None,
         workers: int | None = None,
