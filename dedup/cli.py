@@ -971,6 +971,7 @@ def similar(
     weights: WeightsOpt = None,
     recursive: RecursiveOpt = None,
     include_hidden: HiddenOpt = None,
+    no_cache: NoCacheOpt = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the results as JSON to stdout (progress stays on stderr).")
     ] = False,
@@ -987,7 +988,13 @@ def similar(
     from dedup.pipeline import find_similar
 
     with _errors():
-        cfg = build_config(config, scan_overrides(None, features, weights, None, recursive, include_hidden))
+        cfg = build_config(
+            config,
+            {
+                **scan_overrides(None, features, weights, None, recursive, include_hidden),
+                **cache_overrides(no_cache),
+            },
+        )
         with ProgressReporter(stderr) as progress:
             result = find_similar(image, search_in, cfg, k=k, progress=progress, warn=_warn)
         matches: list[dict[str, Any]] = [
@@ -1185,6 +1192,7 @@ def tune(
     weights: WeightsOpt = None,
     recursive: RecursiveOpt = None,
     include_hidden: HiddenOpt = None,
+    no_cache: NoCacheOpt = False,
     lowest: Annotated[
         float | None,
         typer.Option(
@@ -1222,7 +1230,13 @@ def tune(
     from dedup.plot import check_plot_destination, write_plot
 
     with _errors():
-        cfg = build_config(config, scan_overrides(None, features, weights, None, recursive, include_hidden))
+        cfg = build_config(
+            config,
+            {
+                **scan_overrides(None, features, weights, None, recursive, include_hidden),
+                **cache_overrides(no_cache),
+            },
+        )
         if plot is not None:
             check_plot_destination(plot)
         with ProgressReporter(stderr) as progress:

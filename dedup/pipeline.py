@@ -852,7 +852,9 @@ def find_similar(
         paths, config, exclude=[Path(query_path)], progress=progress, warn=warn, first_only=True
     )
     query_file = ImageFile(path=query_path, size=st.st_size, mtime=st.st_mtime)
-    decoded, query_emb, failed = extract_features([query_file], collection.extractor, collection.config)
+    extractor, cfg = collection.extractor, collection.config
+    with opened_cache(cfg.cache, *_cache_identity(extractor, cfg), warn) as cache:  # the query may be cached
+        decoded, query_emb, failed = extract_features([query_file], extractor, cfg, cache=cache)
     if failed:
         raise InputError(f"cannot use query image {image}: {failed[0].reason}")
     n = len(collection.images)

@@ -411,3 +411,29 @@ def test_warm_vgg16_scan_does_not_import_tensorflow(tmp_path):
 
     assert run() == ["0", "3", "True"]
     assert run() == ["3", "0", "False"]
+
+
+@pytest.mark.parametrize("command", ["similar", "tune"])
+def test_similar_and_tune_read_the_cache_and_honour_no_cache(photos, tmp_path, monkeypatch, command):
+    from typer.testing import CliRunner
+
+    from dedup.cli import app
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    args = (
+        ["similar", str(photos / "p000.jpg"), "--in", str(photos)]
+        if command == "similar"
+        else ["tune", str(photos)]
+    )
+    args += ["--features", "phash"]
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    cache_file = tmp_path / "xdg" / "dedup" / FILENAME
+    assert cache_file.exists()  # features were stored
+    forbid_decoding(monkeypatch)  # a second run reads every vector from the cache
+    assert runner.invoke(app, args).exit_code == 0
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg2"))
+    assert runner.invoke(app, [*args, "--no-cache"]).exit_code == 0
+    assert not (tmp_path / "xdg2" / "dedup" / FILENAME).exists()
