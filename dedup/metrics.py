@@ -426,31 +426,30 @@ def _report_groups(report: Mapping[str, Any]) -> list[list[str]]:
     return out
 
 
+def _entry_paths(entries: list[Any], what: str) -> list[str]:
+    """Normalised ``path`` of every entry of the report's ``what`` list (InputError if one has none)."""
+    out = []
+    for entry in entries:
+        path = entry.get("path") if isinstance(entry, Mapping) else None
+        if not isinstance(path, str) or not path:
+            raise InputError(
+                f"report has {'an' if what[0] in 'aeiou' else 'a'} '{what}' entry without a 'path'"
+            )
+        out.append(_norm(path))
+    return out
+
+
 def _report_skipped(report: Mapping[str, Any]) -> list[str]:
     skipped = report.get("skipped", [])
     if not isinstance(skipped, list):
         raise InputError("report's 'skipped' is not a list")
-    out = []
-    for entry in skipped:
-        path = entry.get("path") if isinstance(entry, Mapping) else None
-        if not isinstance(path, str) or not path:
-            raise InputError("report has a 'skipped' entry without a 'path'")
-        out.append(_norm(path))
-    return out
+    return _entry_paths(skipped, "skipped")
 
 
 def _report_images(report: Mapping[str, Any]) -> list[str] | None:
     """Normalised paths of the report's ``images`` list (every decoded image), or None without one."""
     images = report.get("images")
-    if not isinstance(images, list):
-        return None
-    out = []
-    for entry in images:
-        path = entry.get("path") if isinstance(entry, Mapping) else None
-        if not isinstance(path, str) or not path:
-            raise InputError("report has an 'images' entry without a 'path'")
-        out.append(_norm(path))
-    return out
+    return _entry_paths(images, "images") if isinstance(images, list) else None
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:

@@ -69,6 +69,19 @@ def photos(tmp_path: Path) -> Path:
     return tmp_path / "photos"
 
 
+def kill_writer_mid_write(folder: Path, preprocessing: str, rows: list[str]) -> None:
+    """Start _WRITER (endless transactions of ``rows`` under ``preprocessing``) and SIGKILL it mid-write."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(folder), preprocessing, *rows],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_a, **_k):
         raise AssertionError("an image was decoded")
@@ -283,15 +296,7 @@ def test_a_writer_killed_mid_write_leaves_no_wrong_vectors(photos, tmp_path):
     # A writer with *another* identity (other preprocessing) hammers the same file, and is killed -9
     # in the middle of its transactions; the real rows must be untouched and the file usable.
     args = [f"{p}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(folder), PHASH_PREPROCESSING + "/other", *args],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_writer_mid_write(folder, PHASH_PREPROCESSING + "/other", args)
     feats = collect_features([photos], cfg(folder))
     assert feats.stats.cached == 12
     assert_same_features(feats, no_cache(photos, folder))
@@ -305,15 +310,7 @@ def test_same_identity_writer_killed_mid_write_then_scan_is_correct(photos, tmp_
     args = [f"{p}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files]
     # same identity as the real extractor, but wrong vectors *and* wrong mtimes (+1), like a stale writer
     stale = [a.rsplit("\t", 1)[0] + "\t" + str(int(a.rsplit("\t", 1)[1]) + 1) for a in args]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(folder), PHASH_PREPROCESSING, *stale],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_writer_mid_write(folder, PHASH_PREPROCESSING, stale)
     feats = collect_features([photos], cfg(folder))
     assert feats.stats.cached == 0  # mtimes differ: nothing trusted
     assert_same_features(feats, no_cache(photos, folder))
