@@ -175,7 +175,7 @@ def _thumbnails(paths: list[str], side: int = 16) -> Any:
     import numpy as np
     from PIL import Image
 
-    from dedup.features import l2_normalize
+    from dedup.embeddings import l2_normalize
     from dedup.images import open_image
 
     rows = []
@@ -195,7 +195,7 @@ def bench_grouping() -> dict[str, Any]:
 
     from dedup import load_config
     from dedup.cluster import cluster_embeddings
-    from dedup.index import Embeddings
+    from dedup.embeddings import Embeddings
     from dedup.metrics import clustering_scores
     from dedup.pipeline import find_duplicates
 

@@ -78,7 +78,8 @@ def _pairs(labels: np.ndarray) -> set[tuple[int, int]]:
 def run(n: int, seed: int) -> dict[str, object]:
     from dedup.cluster import dbscan_labels, form_groups
     from dedup.config import IndexConfig
-    from dedup.index import Embeddings, convert, neighbour_graph
+    from dedup.embeddings import Embeddings, convert
+    from dedup.index import neighbour_graph
 
     cfg = IndexConfig()
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from dedup.index import TOLERANCE, Embeddings
+from dedup.embeddings import TOLERANCE, Embeddings, to_distance
 
 KEEP_POLICIES = ("resolution", "filesize", "oldest", "newest", "path")
 
@@ -247,7 +247,7 @@ def centre_distances(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     centres = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
     sim = np.einsum("ij,ij->i", v, centres[labels])
-    dist = 1.0 - np.clip(sim, -1.0, 1.0)
+    dist = np.asarray(to_distance(sim), dtype=np.float64)
     dist[dist < TOLERANCE] = 0.0
     return dist
 

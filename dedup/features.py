@@ -43,6 +43,7 @@ from PIL import Image
 from scipy import fft
 
 from dedup.config import FeaturesConfig
+from dedup.embeddings import l2_normalize
 from dedup.errors import ConfigError, WeightsError
 
 WarnFn = Callable[[str], None]
@@ -154,20 +155,6 @@ class WeightsUnavailableError(WeightsError):
 def _warn(warn: WarnFn | None, message: str) -> None:
     if warn is not None:
         warn(message)
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Scale each row to unit L2 norm.
-
-    Args:
-        vectors: array of shape (n, dim).
-
-    Returns:
-        float32 array of shape (n, dim); rows of norm 0 stay all-zero instead of becoming NaN.
-    """
-    v = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
 
 
 # --------------------------------------------------------------------------------------------------- phash

@@ -23,10 +23,11 @@ from dedup.cache import Entry, FeatureCache, Row, content_digest
 from dedup.cache import opened as opened_cache
 from dedup.cluster import Clustering, Group, cluster_embeddings, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
+from dedup.embeddings import Embeddings, convert
 from dedup.errors import ConfigError, ImageError, InputError
 from dedup.features import Extractor, ensure_loaded, make_extractors, uses_mirror
 from dedup.images import ImageFile, ImageRecord, Skipped, discover, open_image, stat_root
-from dedup.index import Embeddings, build_index, convert, neighbour_graph
+from dedup.index import build_index, neighbour_graph
 from dedup.verify import (
     GRAPH_EPS,
     KeypointCache,

@@ -46,8 +46,9 @@ import scipy.sparse as sp
 
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import Config
+from dedup.embeddings import TOLERANCE, Embeddings, convert, to_distance, to_similarity
 from dedup.errors import InputError
-from dedup.index import TOLERANCE, Embeddings, candidate_pairs, convert, graph_from_pairs
+from dedup.index import candidate_pairs, graph_from_pairs
 from dedup.pipeline import FeatureSet, collect_features
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -190,7 +191,7 @@ def k_distances(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, k: i
     keys = np.unique(rows * n + cols)
     r, c = keys // n, keys % n
     sim, _ = embeddings.similarity(r, c)
-    dist = np.clip(1.0 - sim, 0.0, 2.0)
+    dist = np.asarray(to_distance(sim), dtype=np.float64)
     order = np.lexsort((dist, r))
     r, dist = r[order], dist[order]
     starts = np.searchsorted(r, np.arange(n), side="left")
@@ -295,7 +296,7 @@ def sweep(
     k = config.cluster.min_samples - 1
     kd = k_distances(embeddings, rows, cols, k)
     at = elbow(kd)
-    elbow_threshold = None if at is None else round(float(1.0 - kd[at]), 6)
+    elbow_threshold = None if at is None else round(float(to_similarity(kd[at])), 6)
 
     results: list[ThresholdScores] = []
     signatures: list[frozenset[tuple[int, ...]]] = []
@@ -349,7 +350,7 @@ def _suggest(
     default: float,
 ) -> tuple[float, str, str, tuple[float, float] | None]:
     """``(threshold, rule, reason, plateau)``; see the module docstring for the rules."""
-    elbow_t = None if at is None else float(1.0 - kd[at])
+    elbow_t = None if at is None else float(to_similarity(kd[at]))
     runs: list[tuple[int, int]] = []  # [start, stop) of consecutive rows with one grouping and >= 1 group
     start = 0
     for i in range(1, len(rows) + 1):

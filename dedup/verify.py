@@ -31,9 +31,9 @@ from PIL import Image
 
 from dedup.cluster import HasImageFacts
 from dedup.config import AUTO, Config, VerifyConfig
+from dedup.embeddings import TOLERANCE, Embeddings, to_distance
 from dedup.errors import DedupError, ImageError
 from dedup.images import open_image
-from dedup.index import TOLERANCE, Embeddings
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
@@ -505,7 +505,7 @@ class Verifier:
         first = self.names[0]
         lo = np.array([i for i, _, _ in edges], dtype=np.int64)
         hi = np.array([j for _, j, _ in edges], dtype=np.int64)
-        dist = np.clip(1.0 - np.array([ev.similarities[first] for _, _, ev in edges]), 0.0, 2.0)
+        dist = np.asarray(to_distance(np.array([ev.similarities[first] for _, _, ev in edges])), np.float64)
         graph = sp.coo_matrix(
             (np.concatenate([dist, dist]), (np.concatenate([lo, hi]), np.concatenate([hi, lo]))), shape=(n, n)
         )

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dedup.cluster import choose_keep, dbscan_labels, form_groups
-from dedup.index import Embeddings, neighbour_graph
+from dedup.embeddings import Embeddings
+from dedup.index import neighbour_graph
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from dedup import actions
 from dedup.cli import app
 from dedup.cluster import _link_components, cluster_embeddings, cut_tree, elbow, relabel_by_size
 from dedup.config import load_config
+from dedup.embeddings import Embeddings, l2_normalize
 from dedup.errors import ActionError, ConfigError, InputError
-from dedup.features import l2_normalize
-from dedup.index import Embeddings
 from dedup.metrics import clustering_scores
 from dedup.pipeline import cluster_collection, find_duplicates
 from dedup.report import clusters_csv, to_dict

@@ -3,7 +3,8 @@ import pytest
 import scipy.sparse as sp
 
 from dedup.cluster import dbscan_labels
-from dedup.index import Embeddings, build_index, convert, neighbour_graph
+from dedup.embeddings import Embeddings, convert
+from dedup.index import build_index, neighbour_graph
 
 
 def unit(rows):

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from dedup import tune as tuning
 from dedup.cli import app
 from dedup.config import load_config
+from dedup.embeddings import Embeddings
 from dedup.errors import InputError
-from dedup.index import Embeddings
 from dedup.pipeline import collect_features, find_duplicates
 
 from imagegen import make_photo

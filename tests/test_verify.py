@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 from dedup import find_duplicates, load_config
 from dedup.config import AUTO, Config, FeaturesConfig
+from dedup.embeddings import Embeddings
 from dedup.errors import ConfigError
 from dedup.features import (
     ColorExtractor,
@@ -24,7 +25,6 @@ from dedup.features import (
     split_names,
     trim_borders,
 )
-from dedup.index import Embeddings
 from dedup.report import CSV_COLUMNS, to_csv, to_dict
 from dedup.verify import (
     KeypointStore,
