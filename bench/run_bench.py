@@ -75,34 +75,30 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 def scan_and_score(folder: Path, truth_csv: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Scan ``folder`` with the given config overrides and score the report against ``truth_csv``."""
     from dedup import load_config
     from dedup.metrics import evaluate_report, load_truth
     from dedup.pipeline import find_duplicates
-    from dedup.report import to_dict
+    from dedup.report import from_result
 
     warnings: list[str] = []
     t0 = time.perf_counter()
     result = find_duplicates([folder], load_config(overrides=overrides), warn=warnings.append)
     seconds = time.perf_counter() - t0
-    report = to_dict(result)
+    report = from_result(result)
     scores = evaluate_report(report, load_truth(truth_csv))
     m = scores["metrics"]
     return {
-        "extractor": report["extractor"],
-        "threshold": report["params"]["threshold"],
-        "images": report["stats"]["images"],
-        "skipped": report["stats"]["skipped"],
-        "groups": report["stats"]["groups"],
-        "chain_splits": report["stats"]["chain_splits"],
+        "extractor": report.extractor,
+        "threshold": report.params["threshold"],
+        "images": report.stats["images"],
+        "skipped": report.stats["skipped"],
+        "groups": report.stats["groups"],
+        "chain_splits": report.stats["chain_splits"],
         "seconds": round(seconds, 2),
-        "ms_per_image": round(1000 * seconds / max(1, report["stats"]["images"]), 1),
-        "verified": report["params"].get("verified", False),
+        "ms_per_image": round(1000 * seconds / max(1, report.stats["images"]), 1),
+        "verified": report.params.get("verified", False),
         "precision": round(m["pairwise_precision"], 4),
         "recall": round(m["pairwise_recall"], 4),
         "f1": round(m["pairwise_f1"], 4),
@@ -194,7 +190,7 @@ def bench_grouping() -> dict[str, Any]:
     import numpy as np
 
     from dedup import load_config
-    from dedup.cluster import cluster_embeddings
+    from dedup.partition import cluster_embeddings
     from dedup.embeddings import Embeddings
     from dedup.metrics import clustering_scores
     from dedup.pipeline import find_duplicates
@@ -465,7 +461,7 @@ def bench_extract() -> dict[str, Any]:
     from dedup import load_config
     from dedup.features import VGG16Extractor, cpu_has_bf16, model_precision
     from dedup.images import open_image
-    from dedup.pipeline import extract_features
+    from dedup.extract import extract_features
 
     n = None if OPTIONS["full"] else OPTIONS["extract_n"]
     files = _clothing_files(n)
@@ -702,12 +698,14 @@ def scale_markdown(result: dict[str, Any]) -> str:
 
 def _score_groups(groups: list[list[str]], folder: Path, truth_csv: Path) -> dict[str, float]:
     from dedup.metrics import evaluate_report, load_truth
+    from dedup.report import Report, ReportGroup, ReportMember
 
-    report = {
-        "paths": [str(folder)],
-        "skipped": [],
-        "groups": [{"members": [{"path": p} for p in g]} for g in groups],
-    }
+    report = Report(
+        paths=(str(folder),),
+        groups=tuple(
+            ReportGroup(k + 1, g[0], tuple(ReportMember(p) for p in g)) for k, g in enumerate(groups)
+        ),
+    )
     m = evaluate_report(report, load_truth(truth_csv))["metrics"]
     return {k: round(m[f"pairwise_{k}"], 4) for k in ("precision", "recall", "f1")}
 

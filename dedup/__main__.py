@@ -1,3 +1,5 @@
+"""``python -m dedup``: the command line."""
+
 from dedup.cli import main
 
 main()

@@ -16,8 +16,11 @@ from typing import Any
 import yaml
 
 from dedup.errors import ConfigError
+from dedup.keep import KEEP_POLICIES
 
 AUTO = "auto"
+#: Images with more pixels are refused as decompression bombs (Pillow's own default limit).
+DEFAULT_MAX_PIXELS = 178_956_970
 
 
 def _check_extractor(key: str, value: Any) -> str:
@@ -100,7 +103,7 @@ class DiscoverConfig:
 @dataclass(frozen=True)
 class DecodeConfig:
     max_pixels: int = _opt(
-        178_956_970, "larger images are skipped as decompression bombs (Pillow's limit)", lo=1
+        DEFAULT_MAX_PIXELS, "larger images are skipped as decompression bombs (Pillow's limit)", lo=1
     )
     draft: bool = _opt(True, "decode JPEGs at reduced size when the model needs fewer pixels (faster)")
 
@@ -225,7 +228,7 @@ class KeepConfig:
     policy: str = _opt(
         "resolution",
         "which image of a group is kept",
-        choices=("resolution", "filesize", "oldest", "newest", "path"),
+        choices=KEEP_POLICIES,
     )
 
 

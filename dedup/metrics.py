@@ -35,7 +35,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from dedup.errors import ConfigError, InputError
+from dedup.report.schema import Report
 
 MATCH_MODES = ("path", "name")
 TRUTH_COLUMNS = ("path", "group_id")
@@ -406,58 +407,12 @@ def load_truth(csv_path: str | Path, match: str = "path") -> Truth:
     return truth
 
 
-def _report_groups(report: Mapping[str, Any]) -> list[list[str]]:
-    """The member paths of each report group, normalised; InputError when the report is malformed."""
-    groups = report.get("groups")
-    if not isinstance(groups, list):
-        raise InputError("report has no 'groups' list; is it a dedup JSON report?")
-    out: list[list[str]] = []
-    for k, group in enumerate(groups):
-        members = group.get("members") if isinstance(group, Mapping) else None
-        if not isinstance(members, list):
-            raise InputError(f"report group #{k + 1} has no 'members' list")
-        paths = []
-        for member in members:
-            path = member.get("path") if isinstance(member, Mapping) else None
-            if not isinstance(path, str) or not path:
-                raise InputError(f"report group #{k + 1} has a member without a 'path'")
-            paths.append(_norm(path))
-        out.append(paths)
-    return out
-
-
-def _entry_paths(entries: list[Any], what: str) -> list[str]:
-    """Normalised ``path`` of every entry of the report's ``what`` list (InputError if one has none)."""
-    out = []
-    for entry in entries:
-        path = entry.get("path") if isinstance(entry, Mapping) else None
-        if not isinstance(path, str) or not path:
-            raise InputError(
-                f"report has {'an' if what[0] in 'aeiou' else 'a'} '{what}' entry without a 'path'"
-            )
-        out.append(_norm(path))
-    return out
-
-
-def _report_skipped(report: Mapping[str, Any]) -> list[str]:
-    skipped = report.get("skipped", [])
-    if not isinstance(skipped, list):
-        raise InputError("report's 'skipped' is not a list")
-    return _entry_paths(skipped, "skipped")
-
-
-def _report_images(report: Mapping[str, Any]) -> list[str] | None:
-    """Normalised paths of the report's ``images`` list (every decoded image), or None without one."""
-    images = report.get("images")
-    return _entry_paths(images, "images") if isinstance(images, list) else None
-
-
 def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def evaluate_report(
-    report: Mapping[str, Any],
+    report: Report,
     truth: Truth,
     match: str = "path",
     exclude_groups: Collection[str] = ("CORRUPT",),
@@ -478,8 +433,8 @@ def evaluate_report(
     and ``match="name"`` is the way around it.
 
     Args:
-        report: a parsed dedup JSON report (schema version 1: ``groups[].members[].path``, ``skipped[].path``
-            and ``paths``, the scanned roots, which is optional here).
+        report: the report (``groups``, ``skipped``, ``images`` and ``paths`` are read; a report without
+            ``paths`` or ``images`` is scored too).
         truth: the ground truth from :func:`load_truth`.
         match: ``"path"`` compares full paths; ``"name"`` compares file names (basenames), which must be
             unique in the truth and among the report's group members.
@@ -517,8 +472,8 @@ def evaluate_report(
     """
     truth_keys = _truth_keys(truth, match)
     excluded_ids = set(exclude_groups)
-    groups = _report_groups(report)
-    skipped = _report_skipped(report)
+    groups = [[_norm(m.path) for m in g.members] for g in report.groups]
+    skipped = [_norm(s.path) for s in report.skipped]
 
     def key_of(path: str) -> str:
         return path if match == "path" else os.path.basename(path)
@@ -564,12 +519,11 @@ def evaluate_report(
     pred_labels = labels_from_groups(scored_keys, ([key_of(p) for p in paths] for paths in groups))
     metrics = clustering_scores(truth_labels, pred_labels)
 
-    scanned = report.get("paths")
-    roots = [_norm(p) for p in scanned if isinstance(p, str) and p] if isinstance(scanned, list) else []
+    roots = [_norm(p) for p in report.paths]
     if match == "name":
         roots = []  # truth paths need not be where the scan looked: only their names matter
     skipped_keys = {key_of(p) for p in skipped}
-    decoded = _report_images(report)
+    decoded = None if report.images is None else [_norm(i.path) for i in report.images]
     not_scanned: list[str] | None = None
     if decoded is not None:
         seen = {key_of(p) for p in decoded} | set(member_group) | skipped_keys

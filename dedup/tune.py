@@ -48,8 +48,9 @@ from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import Config
 from dedup.embeddings import TOLERANCE, Embeddings, convert, to_distance, to_similarity
 from dedup.errors import InputError
+from dedup.extract import FeatureSet, collect_features
 from dedup.index import candidate_pairs, graph_from_pairs
-from dedup.pipeline import FeatureSet, collect_features
+from dedup.partition import knee
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 WarnFn = Callable[[str], None]
@@ -200,21 +201,6 @@ def k_distances(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray, k: i
     return np.sort(dist[starts[have] + k - 1])
 
 
-def elbow(values: np.ndarray) -> int | None:
-    """Index of the elbow of an ascending curve (Kneedle: furthest below the chord, axes scaled to [0, 1]).
-
-    Returns:
-        The index, or None for fewer than 3 points, a flat curve, or one with no point below its chord.
-    """
-    y = np.asarray(values, dtype=np.float64)
-    if len(y) < 3 or y[-1] - y[0] <= TOLERANCE:
-        return None
-    x = np.linspace(0.0, 1.0, len(y))
-    gap = x - (y - y[0]) / (y[-1] - y[0])
-    at = int(np.argmax(gap))
-    return at if gap[at] > 1e-9 else None
-
-
 def _scores(
     groups: Sequence[Group], embeddings: Embeddings, rng_seed: int = 0
 ) -> tuple[float | None, float | None, float | None, int]:
@@ -295,7 +281,7 @@ def sweep(
     loosest = graph_from_pairs(embeddings, rows, cols, float(convert(ts[0], "similarity", "cosine")))
     k = config.cluster.min_samples - 1
     kd = k_distances(embeddings, rows, cols, k)
-    at = elbow(kd)
+    at = knee(np.arange(len(kd)), kd)
     elbow_threshold = None if at is None else round(float(to_similarity(kd[at])), 6)
 
     results: list[ThresholdScores] = []

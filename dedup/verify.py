@@ -29,11 +29,11 @@ import numpy as np
 import scipy.sparse as sp
 from PIL import Image
 
-from dedup.cluster import HasImageFacts
 from dedup.config import AUTO, Config, VerifyConfig
 from dedup.embeddings import TOLERANCE, Embeddings, to_distance
 from dedup.errors import DedupError, ImageError
 from dedup.images import open_image
+from dedup.keep import HasImageFacts
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
@@ -297,7 +297,8 @@ class PairEvidence:
 
     Attributes:
         similarities: cosine similarity of the pair for each extractor (best over mirror/rotated views).
-        proposed_by: extractors whose candidate threshold the pair reached.
+        proposed_by: extractors whose candidate threshold (plain threshold without verification) the pair
+            reached.
         mirrored: the pair matches as mirror images (keypoints matched against the mirror image when
             verified; otherwise the first extractor's best view was a mirror image).
         inliers: RANSAC-consistent keypoint matches (the better of direct and mirrored), or None when the
@@ -429,7 +430,7 @@ class Verifier:
             cand = np.array([t.candidate for t in self.thresholds])[:, None]
             sure = np.array([t.sure for t in self.thresholds])[:, None]
             plain = np.array([t.plain for t in self.thresholds])[:, None]
-            proposed = sims >= cand - TOLERANCE
+            proposed = sims >= (cand if self.verify else plain) - TOLERANCE  # what the graphs proposed
             is_sure = np.asarray((sims >= sure - TOLERANCE).any(axis=0), dtype=bool)
             is_plain = np.asarray((sims >= plain - TOLERANCE).any(axis=0), dtype=bool)
             need = [k for k in range(len(todo)) if self.verify and not is_sure[k]]

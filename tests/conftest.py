@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
-from imagegen import write_dataset
+from imagegen import write_dataset, write_families
 
 
 @pytest.fixture
@@ -22,3 +24,35 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         yield
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[..., Result]:
+    """Run ``dedup ARGS`` in-process (Typer's CliRunner): ``cli("scan", folder, "--json")``; paths may be
+    ``Path`` objects. The result has ``exit_code``, ``stdout``, ``stderr`` and ``output``."""
+    from dedup.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: Any, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        return runner.invoke(app, [str(a) for a in args], input=input, env=env)
+
+    return invoke
+
+
+@pytest.fixture
+def invoke(cli: Callable[..., Result]) -> Callable[..., tuple[int, str, str]]:
+    """``invoke("prune", ...)`` -> ``(exit_code, stdout, stderr)`` (the :func:`cli` fixture, unpacked)."""
+
+    def run(*args: Any) -> tuple[int, str, str]:
+        result = cli(*args)
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
+@pytest.fixture
+def families(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """Photos of three planted families (sizes 6, 5, 4) in ``tmp_path / "photos"``, and path -> family."""
+    root = tmp_path / "photos"
+    return root, write_families(root)

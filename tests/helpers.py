@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import random
+import sys
 from pathlib import Path
+from typing import Any
+
+#: The project's root folder (where pyproject.toml is).
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tree_state(root: Path) -> dict[str, tuple[str, str]]:
@@ -26,4 +33,112 @@ def tree_state(root: Path) -> dict[str, tuple[str, str]]:
 def shared_data() -> Path:
     """The project's shared real photos (``../shared/data``); ``DEDUP_SHARED_DATA`` overrides."""
     override = os.environ.get("DEDUP_SHARED_DATA")
-    return Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(override) if override else ROOT.parent / "shared" / "data"
+
+
+# A process started with ``killed_at(step, n)`` as its first ``-c`` code SIGKILLs itself right after the
+# n-th durable ``step`` of apply/undo (dedup.actions.fileops.set_checkpoint); the rest of the code runs as
+# usual. This is how the crash tests stop a real run at an exact point.
+_KILL_PRELUDE = """
+import os, signal
+from dedup.actions import fileops
+_seen = {{}}
+def _hook(step, want={step!r}, n={n}):
+    if step == want:
+        _seen[step] = _seen.get(step, 0) + 1
+        if _seen[step] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+fileops.set_checkpoint(_hook)
+"""
+
+
+def killed_at(step: str, n: int) -> str:
+    """Python code that installs a checkpoint hook killing the process at the ``n``-th ``step``."""
+    return _KILL_PRELUDE.format(step=step, n=n)
+
+
+def cli_command(*args: str, kill: str | None = None) -> list[str]:
+    """``python -c ...`` running ``dedup ARGS`` in a fresh process, killed at ``kill`` ("step:N") if given."""
+    code = killed_at(kill.split(":")[0], int(kill.split(":")[1])) if kill else ""
+    code += "\nimport sys\nfrom dedup.cli import main\nsys.argv = ['dedup', *sys.argv[1:]]\nmain()\n"
+    return [sys.executable, "-c", code, *args]
+
+
+# ---------------------------------------------------------------------- hand-written reports of plain files
+
+
+def write(path: Path, size: int, seed: int, mtime: float | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(random.Random(seed).randbytes(size))
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def member(path: Path, width: int = 100, height: int = 100) -> dict[str, Any]:
+    st = os.stat(path)
+    return {
+        "path": str(path),
+        "similarity_to_keep": 0.99,
+        "bytes": st.st_size,
+        "width": width,
+        "height": height,
+        "mtime": st.st_mtime,
+    }
+
+
+def make_dataset(root: Path, n_groups: int = 3, per_group: int = 3, n_unique: int = 2) -> dict[str, Any]:
+    """Files under ``root`` in sub-folders, and a report whose groups are listed by hand.
+
+    Group g has ``per_group + (n_groups - g)`` members (so sizes differ); its first member has the largest
+    resolution and is the kept one. Two groups share a base name to exercise suffixes in group folders.
+    """
+    groups, images, seed = [], [], 0
+    for g in range(n_groups):
+        members = []
+        for j in range(per_group + (n_groups - 1 - g)):
+            seed += 1
+            sub = "a" if j % 2 == 0 else "b/c"
+            path = write(root / sub / f"g{g}_{j}.jpg", 1000 + 37 * seed, seed, mtime=1_600_000_000 + seed)
+            members.append(member(path, 200 - j, 100))
+        groups.append({"id": g + 1, "keep": members[0]["path"], "members": members})
+        images += [{k: m[k] for k in ("path", "bytes", "mtime", "width", "height")} for m in members]
+    for u in range(n_unique):
+        seed += 1
+        path = write(root / "u" / f"unique_{u}.png", 500 + seed, seed)
+        images.append({k: v for k, v in member(path).items() if k != "similarity_to_keep"})
+    return {
+        "version": 1,
+        "paths": [str(root)],
+        "params": {"keep": {"policy": "resolution"}},
+        "groups": groups,
+        "images": images,
+        "skipped": [],
+    }
+
+
+def snapshot(*roots: Path) -> dict[str, Any]:
+    """Every file, link and folder under ``roots``: sha256 of files, target of links."""
+    out: dict[str, Any] = {}
+    for root in roots:
+        if not root.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                out[p] = ("link", os.readlink(p)) if os.path.islink(p) else "dir"
+            for f in filenames:
+                p = os.path.join(dirpath, f)
+                if os.path.islink(p):
+                    out[p] = ("link", os.readlink(p))
+                else:
+                    out[p] = (hashlib.sha256(Path(p).read_bytes()).hexdigest(), os.stat(p).st_mtime)
+    return out
+
+
+def non_kept(report: dict[str, Any]) -> list[str]:
+    return sorted(m["path"] for g in report["groups"] for m in g["members"] if m["path"] != g["keep"])
+
+
+def records(manifest: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from dedup import load_config
 from dedup.cache import FILENAME, FeatureCache, Row, extractor_identity
-from dedup.cli import app
 from dedup.pipeline import collect_features, find_duplicates
 
 from imagegen import make_photo
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 
 
 def cfg(cache_dir: Path, **overrides):
@@ -86,7 +83,7 @@ def forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_a, **_k):
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr("dedup.pipeline.open_image", refuse)
+    monkeypatch.setattr("dedup.extract.open_image", refuse)
 
 
 # ------------------------------------------------------------------------------------ hits and misses
@@ -183,15 +180,15 @@ def test_byte_identical_files_are_embedded_once_and_group_at_similarity_one(tmp_
     for i in range(3):
         (folder / f"copy{i}.jpg").write_bytes(originals[0].read_bytes())
     decoded: list[str] = []
-    from dedup import pipeline
+    from dedup import extract
 
-    real = pipeline.open_image
+    real = extract.open_image
 
     def counting(path, **kw):
         decoded.append(path)
         return real(path, **kw)
 
-    monkeypatch.setattr("dedup.pipeline.open_image", counting)
+    monkeypatch.setattr("dedup.extract.open_image", counting)
     for enabled in (False, True):
         decoded.clear()
         result = find_duplicates([folder], cfg(tmp_path / "c", **{"cache.enabled": enabled}))
@@ -343,31 +340,31 @@ def test_store_and_lookup_round_trip(tmp_path):
 # ------------------------------------------------------------------------------------ CLI
 
 
-def test_cli_no_cache_info_and_clear(photos, tmp_path):
+def test_cli_no_cache_info_and_clear(cli, photos, tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text(f"cache:\n  dir: {tmp_path / 'c'}\n")
     base = ["--config", str(config), "--features", "phash"]
-    result = runner.invoke(app, ["scan", str(photos), *base, "--no-cache"])
+    result = cli("scan", str(photos), *base, "--no-cache")
     assert result.exit_code == 0, result.output
     assert "12 extracted" in result.output
     assert not (tmp_path / "c" / FILENAME).exists()
-    result = runner.invoke(app, ["scan", str(photos), *base])
+    result = cli("scan", str(photos), *base)
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["scan", str(photos), *base])
+    result = cli("scan", str(photos), *base)
     assert "12 from the cache" in result.output and "0 extracted" in result.output
 
-    result = runner.invoke(app, ["cache", "info", "--config", str(config), "--json"])
+    result = cli("cache", "info", "--config", str(config), "--json")
     assert result.exit_code == 0, result.output
     facts = json.loads(result.stdout)
     assert facts["entries"] == 12 and facts["file"] == str(tmp_path / "c" / FILENAME)
     assert facts["extractors"][0]["identity"]["name"] == "phash"
-    result = runner.invoke(app, ["cache", "info", "--config", str(config)])
+    result = cli("cache", "info", "--config", str(config))
     assert result.exit_code == 0 and "12" in result.stdout
 
-    result = runner.invoke(app, ["cache", "clear", "--config", str(config)])
+    result = cli("cache", "clear", "--config", str(config))
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "c" / FILENAME).exists()
-    result = runner.invoke(app, ["cache", "info", "--config", str(config), "--json"])
+    result = cli("cache", "info", "--config", str(config), "--json")
     assert json.loads(result.stdout)["entries"] == 0
 
 
@@ -411,10 +408,7 @@ def test_warm_vgg16_scan_does_not_import_tensorflow(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["similar", "tune"])
-def test_similar_and_tune_read_the_cache_and_honour_no_cache(photos, tmp_path, monkeypatch, command):
-    from typer.testing import CliRunner
-
-    from dedup.cli import app
+def test_similar_and_tune_read_the_cache_and_honour_no_cache(cli, photos, tmp_path, monkeypatch, command):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     args = (
@@ -423,14 +417,13 @@ def test_similar_and_tune_read_the_cache_and_honour_no_cache(photos, tmp_path, m
         else ["tune", str(photos)]
     )
     args += ["--features", "phash"]
-    runner = CliRunner()
-    first = runner.invoke(app, args)
+    first = cli(*args)
     assert first.exit_code == 0, first.output
     cache_file = tmp_path / "xdg" / "dedup" / FILENAME
     assert cache_file.exists()  # features were stored
     forbid_decoding(monkeypatch)  # a second run reads every vector from the cache
-    assert runner.invoke(app, args).exit_code == 0
+    assert cli(*args).exit_code == 0
     monkeypatch.undo()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg2"))
-    assert runner.invoke(app, [*args, "--no-cache"]).exit_code == 0
+    assert cli(*args, "--no-cache").exit_code == 0
     assert not (tmp_path / "xdg2" / "dedup" / FILENAME).exists()

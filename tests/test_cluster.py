@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from dedup.cluster import choose_keep, dbscan_labels, form_groups
+from dedup.cluster import dbscan_labels, form_groups
 from dedup.embeddings import Embeddings
 from dedup.index import neighbour_graph
 
@@ -15,23 +15,6 @@ class Img:
     mtime: float = 0.0
     width: int = 10
     height: int = 10
-
-
-def test_choose_keep_policies_and_deterministic_ties():
-    imgs = [
-        Img("/b.jpg", size=500, mtime=30, width=100, height=100),
-        Img("/a.jpg", size=900, mtime=20, width=50, height=50),
-        Img("/c.jpg", size=100, mtime=10, width=100, height=100),
-    ]
-    assert imgs[choose_keep(imgs, "resolution")].path == "/b.jpg"  # tie 100x100 -> first path
-    assert imgs[choose_keep(imgs, "filesize")].path == "/a.jpg"
-    assert imgs[choose_keep(imgs, "oldest")].path == "/c.jpg"
-    assert imgs[choose_keep(imgs, "newest")].path == "/b.jpg"
-    assert imgs[choose_keep(imgs, "path")].path == "/a.jpg"
-    rev = list(reversed(imgs))
-    assert rev[choose_keep(rev, "resolution")].path == "/b.jpg"
-    with pytest.raises(ValueError):
-        choose_keep(imgs, "prettiest")
 
 
 def chain(n: int, step_deg: float) -> np.ndarray:

@@ -25,6 +25,7 @@ from dedup.metrics import (
     load_truth,
     pairwise_scores,
 )
+from dedup.report import Report
 
 # The running example: items a b c d e.
 #   truth {a,b,c} {d,e}        pred {a,b} {c,d} {e}
@@ -399,9 +400,7 @@ def test_load_truth_by_name_rejects_ambiguous_names(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ reports
 
 
-def _report(
-    groups: list[list[str]], skipped: Sequence[str] = (), paths: list[str] | None = None
-) -> dict[str, Any]:
+def _report(groups: list[list[str]], skipped: Sequence[str] = (), paths: list[str] | None = None) -> Report:
     report: dict[str, Any] = {
         "version": 1,
         "groups": [
@@ -419,7 +418,7 @@ def _report(
     }
     if paths is not None:
         report["paths"] = paths
-    return report
+    return Report.from_dict(report)
 
 
 @pytest.fixture
@@ -548,12 +547,6 @@ def test_evaluate_report_by_name_rejects_ambiguous_names(tmp_path: Path) -> None
 def test_evaluate_report_rejects_malformed_reports_and_truths(scene: tuple[Truth, Path]) -> None:
     truth, photos = scene
     a = str(photos / "a.jpg")
-    with pytest.raises(InputError, match="no 'groups' list"):
-        evaluate_report({"version": 1}, truth)
-    with pytest.raises(InputError, match="group #1 has no 'members'"):
-        evaluate_report({"groups": [{"id": 1}]}, truth)
-    with pytest.raises(InputError, match="member without a 'path'"):
-        evaluate_report({"groups": [{"members": [{"bytes": 3}]}]}, truth)
     with pytest.raises(InputError, match="in groups #1 and #2"):
         evaluate_report(_report([[a, str(photos / "b.jpg")], [a]]), truth)
     with pytest.raises(ConfigError, match="match must be one of"):

@@ -7,7 +7,7 @@ import pytest
 
 from dedup import find_duplicates, load_config
 from dedup.errors import InputError
-from dedup.report import to_dict
+from dedup.report import from_result
 
 from helpers import shared_data, tree_state
 
@@ -75,7 +75,7 @@ def test_kept_image_follows_the_policy(scanned):
 
 def test_report_dict_matches_schema(scanned):
     _, result, _ = scanned
-    report = to_dict(result)
+    report = from_result(result).to_dict()
     assert report["version"] == 1 and report["tool"].startswith("dedup ")
     assert set(report) >= {"created", "paths", "extractor", "params", "stats", "groups", "skipped"}
     assert set(report["extractor"]) >= {"name", "weights", "pooling", "input_size", "fallback_used"}
@@ -122,7 +122,7 @@ def test_missing_path_is_an_input_error(tmp_path):
 def test_empty_folder_gives_empty_result(tmp_path):
     result = find_duplicates([tmp_path], load_config(overrides=PHASH))
     assert result.images == [] and result.groups == [] and result.duplicates == 0
-    assert to_dict(result)["stats"]["images"] == 0
+    assert from_result(result).to_dict()["stats"]["images"] == 0
 
 
 def test_identical_files_group_with_similarity_one(tmp_path):

@@ -8,14 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dedup.cli import app
 from dedup.config import load_config
 from dedup.errors import InputError
 from dedup.pipeline import find_similar
 
-runner = CliRunner()
 PHASH = {"features.extractor": "phash"}
 
 
@@ -80,14 +77,14 @@ def test_empty_folder_gives_no_matches(data, tmp_path):
     assert result.matches == []
 
 
-def test_similar_cli_table_and_json(data):
+def test_similar_cli_table_and_json(cli, data):
     query = data["phash_groups"]["d"][0]
-    result = runner.invoke(app, ["similar", query, "--in", data["root"], "-f", "phash", "-k", "3"])
+    result = cli("similar", query, "--in", data["root"], "-f", "phash", "-k", "3")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "Most similar to" in out and "%" in out and "d_" in out
     assert len([line for line in out.splitlines() if line.startswith("│")]) == 3
-    result = runner.invoke(app, ["similar", query, "--in", data["root"], "-f", "phash", "-k", "3", "--json"])
+    result = cli("similar", query, "--in", data["root"], "-f", "phash", "-k", "3", "--json")
     assert result.exit_code == 0, result.output
     parsed = json.loads(result.stdout)
     assert parsed["query"] == query and parsed["k"] == 3 and len(parsed["matches"]) == 3
@@ -97,11 +94,11 @@ def test_similar_cli_table_and_json(data):
     assert {s["path"] for s in parsed["skipped"]} == set(data["skipped"])
 
 
-def test_similar_cli_errors(data, tmp_path):
-    result = runner.invoke(app, ["similar", str(tmp_path / "nope.jpg"), "--in", data["root"], "-f", "phash"])
+def test_similar_cli_errors(cli, data, tmp_path):
+    result = cli("similar", str(tmp_path / "nope.jpg"), "--in", data["root"], "-f", "phash")
     assert result.exit_code == 1 and "Error:" in result.stderr
-    result = runner.invoke(app, ["similar", data["phash_groups"]["a"][0], "-f", "phash"])
+    result = cli("similar", data["phash_groups"]["a"][0], "-f", "phash")
     assert result.exit_code == 2  # --in is required
-    result = runner.invoke(app, ["similar", data["phash_groups"]["a"][0], "--in", data["root"], "-k", "0"])
+    result = cli("similar", data["phash_groups"]["a"][0], "--in", data["root"], "-k", "0")
     assert result.exit_code == 2
     assert Path(data["root"]).exists()

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
-from typer.testing import CliRunner
 
 from dedup import tune as tuning
-from dedup.cli import app
 from dedup.config import load_config
 from dedup.embeddings import Embeddings
 from dedup.errors import InputError
@@ -20,7 +18,6 @@ from dedup.pipeline import collect_features, find_duplicates
 
 from imagegen import make_photo
 
-runner = CliRunner()
 PHASH = {"features.extractor": "phash"}
 
 
@@ -91,15 +88,6 @@ def test_no_duplicates_keeps_the_default(tmp_path):
     assert result.rule == "default" and result.suggested == result.default_threshold == 0.7
 
 
-def test_elbow_hand_cases():
-    assert tuning.elbow(np.array([0.0, 0.0, 0.0, 1.0])) == 2  # flat, then a jump: the last flat point
-    assert tuning.elbow(np.array([0.0, 0.1, 0.1, 0.1, 0.9, 1.0])) == 3
-    assert tuning.elbow(np.array([0.0, 0.5, 1.0])) is None  # a straight line has no elbow
-    assert tuning.elbow(np.array([0.0, 0.9, 1.0])) is None  # concave: nothing below the chord
-    assert tuning.elbow(np.array([0.3, 0.3, 0.3])) is None  # flat
-    assert tuning.elbow(np.array([0.0, 1.0])) is None  # too short
-
-
 def test_k_distances_hand_case():
     # unit vectors at angles 0, 10, 90 and 100 degrees: nearest neighbours are 10 degrees apart
     angles = np.radians([0.0, 10.0, 90.0, 100.0])
@@ -131,29 +119,16 @@ def _check_svg(path: Path) -> None:
     assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) >= 4
 
 
-def test_tune_cli_table_plot_and_json(tmp_path):
+def test_tune_cli_table_plot_and_json(cli, tmp_path):
     write_known_groups(tmp_path / "d", k=3, distractors=2)
     svg, png = tmp_path / "t.svg", tmp_path / "t.png"
-    result = runner.invoke(app, ["tune", str(tmp_path / "d"), "-f", "phash", "--plot", str(svg)])
+    result = cli("tune", str(tmp_path / "d"), "-f", "phash", "--plot", str(svg))
     assert result.exit_code == 0, result.output
     assert "Suggested threshold:" in result.stdout and "k-distance curve (k = 1" in result.stdout
     assert "▶" in result.stdout and f"Plot written to {svg}" in result.stdout
     _check_svg(svg)
-    result = runner.invoke(
-        app,
-        [
-            "tune",
-            str(tmp_path / "d"),
-            "-f",
-            "phash",
-            "--plot",
-            str(png),
-            "--json",
-            "--min",
-            "0.8",
-            "--step",
-            "0.05",
-        ],
+    result = cli(
+        "tune", tmp_path / "d", "-f", "phash", "--plot", png, "--json", "--min", "0.8", "--step", "0.05"
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -172,7 +147,7 @@ def test_tune_cli_table_plot_and_json(tmp_path):
         (["--step", "0"], "step must be positive"),
     ],
 )
-def test_tune_cli_bad_options_fail_before_extracting(tmp_path, args, message):
-    result = runner.invoke(app, ["tune", str(tmp_path), "-f", "phash", *args])
+def test_tune_cli_bad_options_fail_before_extracting(cli, tmp_path, args, message):
+    result = cli("tune", str(tmp_path), "-f", "phash", *args)
     assert result.exit_code == 1
     assert message in result.stderr and "Sweeping" not in result.stderr

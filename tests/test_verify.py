@@ -25,7 +25,8 @@ from dedup.features import (
     split_names,
     trim_borders,
 )
-from dedup.report import CSV_COLUMNS, to_csv, to_dict
+from dedup.report import Report, from_result
+from dedup.report.files import CSV_COLUMNS, to_csv
 from dedup.verify import (
     KeypointStore,
     MemoryKeypointCache,
@@ -246,7 +247,7 @@ def test_same_background_objects_look_alike_globally_but_fail_verification(verif
 
 def test_report_has_evidence_fields(verified):
     truth, result = verified
-    report = json.loads(json.dumps(to_dict(result)))
+    report = json.loads(json.dumps(from_result(result).to_dict()))
     assert report["params"]["verified"] is True
     assert set(report["params"]["thresholds"]) == {"phash", "thumb", "color"}
     assert report["extractor"]["name"] == "phash+thumb+color"
@@ -264,7 +265,7 @@ def test_report_has_evidence_fields(verified):
             if m["evidence"] == "similar":
                 assert m["inliers"] is None
     assert "verified" in reasons  # the crop cannot be found any other way
-    rows = list(csv.DictReader(io.StringIO(to_csv(report))))
+    rows = list(csv.DictReader(io.StringIO(to_csv(Report.from_dict(report)))))
     assert tuple(rows[0]) == CSV_COLUMNS
     verified_rows = [r for r in rows if r["evidence"] == "verified"]
     assert verified_rows and all(int(r["inliers"]) >= 12 for r in verified_rows)

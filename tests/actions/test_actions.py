@@ -10,7 +10,6 @@ import errno
 import hashlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -22,112 +21,9 @@ import pytest
 from dedup import actions
 from dedup.actions import ActionError, apply, find_resumable, new_manifest_path, plan_group, plan_prune, undo
 from dedup.errors import ConfigError
+from dedup.report import Report
 
-ROOT_DIR = Path(__file__).resolve().parents[1]
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def write(path: Path, size: int, seed: int, mtime: float | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(random.Random(seed).randbytes(size))
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-    return path
-
-
-def member(path: Path, width: int = 100, height: int = 100) -> dict[str, Any]:
-    st = os.stat(path)
-    return {
-        "path": str(path),
-        "similarity_to_keep": 0.99,
-        "bytes": st.st_size,
-        "width": width,
-        "height": height,
-        "mtime": st.st_mtime,
-    }
-
-
-def make_dataset(root: Path, n_groups: int = 3, per_group: int = 3, n_unique: int = 2) -> dict[str, Any]:
-    """Files under ``root`` in sub-folders, and a report whose groups are listed by hand.
-
-    Group g has ``per_group + (n_groups - g)`` members (so sizes differ); its first member has the largest
-    resolution and is the kept one. Two groups share a base name to exercise suffixes in group folders.
-    """
-    groups, images, seed = [], [], 0
-    for g in range(n_groups):
-        members = []
-        for j in range(per_group + (n_groups - 1 - g)):
-            seed += 1
-            sub = "a" if j % 2 == 0 else "b/c"
-            path = write(root / sub / f"g{g}_{j}.jpg", 1000 + 37 * seed, seed, mtime=1_600_000_000 + seed)
-            members.append(member(path, 200 - j, 100))
-        groups.append({"id": g + 1, "keep": members[0]["path"], "members": members})
-        images += [{k: m[k] for k in ("path", "bytes", "mtime", "width", "height")} for m in members]
-    for u in range(n_unique):
-        seed += 1
-        path = write(root / "u" / f"unique_{u}.png", 500 + seed, seed)
-        images.append({k: v for k, v in member(path).items() if k != "similarity_to_keep"})
-    return {
-        "version": 1,
-        "paths": [str(root)],
-        "params": {"keep": {"policy": "resolution"}},
-        "groups": groups,
-        "images": images,
-        "skipped": [],
-    }
-
-
-def snapshot(*roots: Path) -> dict[str, Any]:
-    """Every file, link and folder under ``roots``: sha256 of files, target of links."""
-    out: dict[str, Any] = {}
-    for root in roots:
-        if not root.exists():
-            continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            for d in dirnames:
-                p = os.path.join(dirpath, d)
-                out[p] = ("link", os.readlink(p)) if os.path.islink(p) else "dir"
-            for f in filenames:
-                p = os.path.join(dirpath, f)
-                if os.path.islink(p):
-                    out[p] = ("link", os.readlink(p))
-                else:
-                    out[p] = (hashlib.sha256(Path(p).read_bytes()).hexdigest(), os.stat(p).st_mtime)
-    return out
-
-
-def non_kept(report: dict[str, Any]) -> list[str]:
-    return sorted(m["path"] for g in report["groups"] for m in g["members"] if m["path"] != g["keep"])
-
-
-def records(manifest: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-
-
-# ------------------------------------------------------------------------------------------ keep policy
-
-
-def test_choose_keep_policies_and_ties() -> None:
-    ms = [
-        {"path": "/d/b.jpg", "bytes": 10, "mtime": 5.0, "width": 10, "height": 10},
-        {"path": "/d/a.jpg", "bytes": 30, "mtime": 9.0, "width": 10, "height": 10},
-        {"path": "/d/c.jpg", "bytes": 20, "mtime": 1.0, "width": 20, "height": 20},
-    ]
-    assert actions.choose_keep(ms, "resolution")["path"] == "/d/c.jpg"
-    assert actions.choose_keep(ms, "filesize")["path"] == "/d/a.jpg"
-    assert actions.choose_keep(ms, "oldest")["path"] == "/d/c.jpg"
-    assert actions.choose_keep(ms, "newest")["path"] == "/d/a.jpg"
-    assert actions.choose_keep(ms, "path")["path"] == "/d/a.jpg"
-    tie = [dict(ms[0], width=5, height=5), dict(ms[1], width=5, height=5)]
-    assert actions.choose_keep(tie, "resolution")["path"] == "/d/a.jpg"
-    assert actions.choose_keep(list(reversed(tie)), "resolution")["path"] == "/d/a.jpg"
-    with pytest.raises(ConfigError, match="allowed values"):
-        actions.choose_keep(ms, "prettiest")
-    with pytest.raises(ActionError):
-        actions.choose_keep([], "path")
-
+from helpers import ROOT, killed_at, make_dataset, member, non_kept, records, snapshot, write
 
 # ------------------------------------------------------------------------------------------ planning
 
@@ -137,7 +33,7 @@ def test_plan_prune_mirrors_paths_suffixes_clashes_and_touches_nothing(tmp_path:
     report = make_dataset(root)
     write(q / "b" / "c" / "g0_1.jpg", 10, 99)  # already in the quarantine: must not be overwritten
     before = snapshot(tmp_path)
-    plan = plan_prune(report, to=q, delete=False)
+    plan = plan_prune(Report.from_dict(report), to=q, delete=False)
     assert snapshot(tmp_path) == before
     assert sorted(op.src for op in plan.operations) == non_kept(report)
     assert all(op.op == "move" for op in plan.operations)
@@ -155,15 +51,15 @@ def test_plan_prune_argument_errors(tmp_path: Path) -> None:
     root = tmp_path / "data"
     report = make_dataset(root, n_groups=1)
     with pytest.raises(ActionError, match="exactly one"):
-        plan_prune(report, to=tmp_path / "q", delete=True)
+        plan_prune(Report.from_dict(report), to=tmp_path / "q", delete=True)
     with pytest.raises(ActionError, match="exactly one"):
-        plan_prune(report, to=None, delete=False)
+        plan_prune(Report.from_dict(report), to=None, delete=False)
     with pytest.raises(ActionError, match="must not be, or contain"):
-        plan_prune(report, to=tmp_path, delete=False)
+        plan_prune(Report.from_dict(report), to=tmp_path, delete=False)
     with pytest.raises(ConfigError):
-        plan_prune(report, to=tmp_path / "q", keep_policy="best")
+        plan_prune(Report.from_dict(report), to=tmp_path / "q", keep_policy="best")
     with pytest.raises(ActionError, match="paths"):
-        plan_prune({"groups": []}, to=tmp_path / "q")
+        plan_prune(Report.from_dict({"version": 1, "groups": []}), to=tmp_path / "q")
 
 
 def test_output_exclusions(tmp_path: Path) -> None:
@@ -179,8 +75,10 @@ def test_keep_policy_rechooses_the_kept_image(tmp_path: Path) -> None:
     report = make_dataset(root, n_groups=1, per_group=3)
     paths = sorted(m["path"] for m in report["groups"][0]["members"])
     report["groups"][0]["keep"] = paths[-1]  # hand-edited keep: respected when the policy is the report's
-    assert plan_prune(report, to=tmp_path / "q", keep_policy="resolution").kept == [paths[-1]]
-    plan = plan_prune(report, to=tmp_path / "q", keep_policy="path")
+    assert plan_prune(Report.from_dict(report), to=tmp_path / "q", keep_policy="resolution").kept == [
+        paths[-1]
+    ]
+    plan = plan_prune(Report.from_dict(report), to=tmp_path / "q", keep_policy="path")
     assert plan.kept == [paths[0]]
     assert sorted(op.src for op in plan.operations) == paths[1:]
 
@@ -199,7 +97,7 @@ def test_never_empties_a_group_even_from_a_hand_edited_report(tmp_path: Path) ->
     # g3: lists g1's kept image as an ordinary member
     g3["members"].append(member(keep1))
     before = snapshot(root)
-    plan = plan_prune(report, to=q)
+    plan = plan_prune(Report.from_dict(report), to=q)
     srcs = {op.src for op in plan.operations}
     assert str(keep1) not in srcs and str(root / "a" / "hardlink.jpg") not in srcs
     assert not srcs & {m["path"] for m in g2["members"]}
@@ -223,7 +121,7 @@ def test_kept_image_changed_or_member_changed_since_report(tmp_path: Path) -> No
     Path(g1["keep"]).write_bytes(b"edited")  # kept image changed: leave its group alone
     changed = Path(g2["members"][1]["path"])
     os.utime(changed, (1_700_000_000, 1_700_000_000))  # same size, other mtime
-    plan = plan_prune(report, to=q)
+    plan = plan_prune(Report.from_dict(report), to=q)
     srcs = {op.src for op in plan.operations}
     assert not srcs & {m["path"] for m in g1["members"]}
     assert str(changed) not in srcs
@@ -239,7 +137,7 @@ def test_plan_group_folders_unique_and_old_report(tmp_path: Path) -> None:
     report["groups"].reverse()  # numbering is by size whatever the order in the report
     write(root / "b" / "g0_0.jpg", 10, 5)  # same base name as a member of its group -> suffix in the folder
     report["groups"][1]["members"].append(member(root / "b" / "g0_0.jpg"))
-    plan = plan_group(report, to=out)
+    plan = plan_group(Report.from_dict(report), to=out)
     by_src = {op.src: op.dst for op in plan.operations}
     for g, folder in ((report["groups"][1], "group-0001"), (report["groups"][0], "group-0002")):
         for m in g["members"]:
@@ -249,14 +147,14 @@ def test_plan_group_folders_unique_and_old_report(tmp_path: Path) -> None:
     assert by_src[str(root / "u" / "unique_0.png")] == str(out / "unique" / "u" / "unique_0.png")
     assert all(op.op == "copy" for op in plan.operations)
     assert len(plan.operations) == sum(len(g["members"]) for g in report["groups"]) + 2
-    only = plan_group(report, to=out, mode="link", only_duplicates=True)
+    only = plan_group(Report.from_dict(report), to=out, mode="link", only_duplicates=True)
     assert not any(Path(op.dst or "").relative_to(out).parts[0] == "unique" for op in only.operations)
     del report["images"]
-    old = plan_group(report, to=out)
+    old = plan_group(Report.from_dict(report), to=out)
     assert not any(Path(op.dst or "").relative_to(out).parts[0] == "unique" for op in old.operations)
     assert any("no 'images' list" in n for n in old.notes)
     with pytest.raises(ActionError, match="allowed values"):
-        plan_group(report, to=out, mode="teleport")
+        plan_group(Report.from_dict(report), to=out, mode="teleport")
 
 
 # ------------------------------------------------------------------------------------------ apply / undo
@@ -268,7 +166,7 @@ def test_prune_apply_then_undo_restores_tree_exactly(tmp_path: Path) -> None:
     os.symlink(root / "u" / "unique_0.png", root / "a" / "link.jpg")  # a symlink member: moved as a link
     report["groups"][2]["members"].append(member(root / "a" / "link.jpg"))
     before = snapshot(root)
-    plan = plan_prune(report, to=q)
+    plan = plan_prune(Report.from_dict(report), to=q)
     seen = []
     result = apply(plan, new_manifest_path(plan), progress=lambda phase, done, total: seen.append(done))
     assert result.complete, result.failed
@@ -301,7 +199,7 @@ def test_prune_apply_then_undo_restores_tree_exactly(tmp_path: Path) -> None:
 def test_delete_is_irreversible_and_undo_says_so(tmp_path: Path) -> None:
     root, state = tmp_path / "data", tmp_path / "state"
     report = make_dataset(root, n_groups=1, per_group=3)
-    plan = plan_prune(report, to=None, delete=True)
+    plan = plan_prune(Report.from_dict(report), to=None, delete=True)
     manifest = new_manifest_path(plan, state_dir=state)
     assert manifest.parent == state
     result = apply(plan, manifest)
@@ -320,7 +218,7 @@ def test_group_apply_and_undo(tmp_path: Path, mode: str) -> None:
     root, out = tmp_path / "data", tmp_path / "out"
     report = make_dataset(root, n_groups=2, per_group=2, n_unique=2)
     before = snapshot(root)
-    plan = plan_group(report, to=out, mode=mode)
+    plan = plan_group(Report.from_dict(report), to=out, mode=mode)
     result = apply(plan, new_manifest_path(plan))
     assert result.complete
     for op in plan.operations:
@@ -340,7 +238,7 @@ def test_group_apply_and_undo(tmp_path: Path, mode: str) -> None:
 def test_undo_leaves_a_copy_modified_after_it_was_made(tmp_path: Path) -> None:
     root, out = tmp_path / "data", tmp_path / "out"
     report = make_dataset(root, n_groups=1, per_group=2, n_unique=0)
-    plan = plan_group(report, to=out, mode="copy")
+    plan = plan_group(Report.from_dict(report), to=out, mode="copy")
     result = apply(plan, new_manifest_path(plan))
     edited = Path(result.done[0].dst or "")
     edited.write_bytes(b"my annotations")
@@ -352,7 +250,7 @@ def test_undo_leaves_a_copy_modified_after_it_was_made(tmp_path: Path) -> None:
 def test_never_overwrites_a_destination_that_appears_after_planning(tmp_path: Path) -> None:
     root, q = tmp_path / "data", tmp_path / "q"
     report = make_dataset(root, n_groups=1, per_group=2)
-    plan = plan_prune(report, to=q)
+    plan = plan_prune(Report.from_dict(report), to=q)
     (op,) = plan.operations
     intruder = write(Path(op.dst or ""), 7, 1)
     content = intruder.read_bytes()
@@ -368,7 +266,7 @@ def test_failures_are_reported_and_the_rest_continues(
 ) -> None:
     root, q = tmp_path / "data", tmp_path / "q"
     report = make_dataset(root, n_groups=2, per_group=3)
-    plan = plan_prune(report, to=q)
+    plan = plan_prune(Report.from_dict(report), to=q)
     vanished, denied = plan.operations[0].src, plan.operations[1].src
     os.unlink(vanished)
     real_rename = os.rename
@@ -378,7 +276,7 @@ def test_failures_are_reported_and_the_rest_continues(
             raise PermissionError(errno.EACCES, "Permission denied", denied)
         real_rename(src, dst, *a, **k)
 
-    monkeypatch.setattr(actions.os, "rename", rename)
+    monkeypatch.setattr(os, "rename", rename)
     result = apply(plan, new_manifest_path(plan))
     assert not result.complete
     assert {f.op.src for f in result.failed} == {vanished, denied}
@@ -392,7 +290,7 @@ def test_failures_are_reported_and_the_rest_continues(
 def test_read_only_folder_is_reported(tmp_path: Path) -> None:
     root, q = tmp_path / "data", tmp_path / "q"
     report = make_dataset(root, n_groups=1, per_group=3)
-    plan = plan_prune(report, to=q)
+    plan = plan_prune(Report.from_dict(report), to=q)
     (root / "b" / "c").chmod(0o555)
     try:
         result = apply(plan, new_manifest_path(plan))
@@ -418,8 +316,8 @@ def test_cross_filesystem_move_copies_verifies_and_unlinks(
             return
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(actions.os, "rename", rename)
-    plan = plan_prune(report, to=q)
+    monkeypatch.setattr(os, "rename", rename)
+    plan = plan_prune(Report.from_dict(report), to=q)
     result = apply(plan, new_manifest_path(plan))
     assert result.complete
     done = [r for r in records(result.manifest) if r["type"] == "done"]
@@ -442,7 +340,7 @@ def test_real_second_filesystem(tmp_path: Path) -> None:
     before = snapshot(root)
     with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
         q = Path(shm) / "q"
-        plan = plan_prune(report, to=q)
+        plan = plan_prune(Report.from_dict(report), to=q)
         result = apply(plan, new_manifest_path(plan))
         assert result.complete and all(
             Path(op.dst or "").stat().st_dev != root.stat().st_dev for op in result.done
@@ -466,7 +364,7 @@ def test_undo_refuses_a_tampered_manifest_before_touching_anything(tmp_path: Pat
     outside = tmp_path / "outside"
     victim = write(outside / "passwd", 20, 3)
     report = make_dataset(root, n_groups=1, per_group=3)
-    plan = plan_prune(report, to=q)
+    plan = plan_prune(Report.from_dict(report), to=q)
     result = apply(plan, new_manifest_path(plan))
     if kind == "dotdot":
         bad = str(root) + "/../outside/passwd"
@@ -495,7 +393,8 @@ def test_undo_refuses_a_tampered_manifest_before_touching_anything(tmp_path: Pat
 SCRIPT = """
 import json, sys
 from dedup import actions
-report = json.load(open(sys.argv[1]))
+from dedup.report import Report
+report = Report.from_dict(json.load(open(sys.argv[1])))
 plan = actions.plan_prune(report, to=sys.argv[2])
 manifest = actions.find_resumable(plan) or actions.new_manifest_path(plan)
 r = actions.apply(plan, manifest)
@@ -505,13 +404,10 @@ print(json.dumps({"manifest": str(r.manifest), "done": len(r.done), "already": l
 
 
 def _run(report_path: Path, q: Path, kill: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != actions.KILL_ENV}
-    if kill:
-        env[actions.KILL_ENV] = kill
+    prelude = killed_at(kill.split(":")[0], int(kill.split(":")[1])) if kill else ""
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(report_path), str(q)],
-        cwd=ROOT_DIR,
-        env=env,
+        [sys.executable, "-c", prelude + SCRIPT, str(report_path), str(q)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -531,13 +427,11 @@ def test_kill_9_in_the_middle_of_a_cross_filesystem_move(tmp_path: Path) -> None
             "def rename(s, d, *a, **k):\n"
             "    if os.path.basename(d).startswith('.'):\n        return real(s, d, *a, **k)\n"
             "    raise OSError(errno.EXDEV, 'cross-device')\n"
-            "actions.os.rename = rename\n" + SCRIPT
+            "os.rename = rename\n" + killed_at("copied", 2) + SCRIPT
         )
-        env = dict(os.environ, **{actions.KILL_ENV: "copied:2"})
         proc = subprocess.run(
             [sys.executable, "-c", script, str(report_path), str(q)],
-            cwd=ROOT_DIR,
-            env=env,
+            cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,

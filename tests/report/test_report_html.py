@@ -15,18 +15,19 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from dedup import actions
-from dedup import report as reports
-from dedup.cli import app
 from dedup.config import load_config
 from dedup.pipeline import cluster_collection, find_duplicates
+from dedup.report import Report, from_result
+from dedup.report import files as report_files
+from dedup.report import html as report_html
+from dedup.report.files import write_report
+from dedup.report.schema import cluster_folder, sanitize_folder_name
 
 from helpers import tree_state
 from imagegen import make_photo, write_families
 
-runner = CliRunner()
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 NASTY = "a <b>&amp; \"q\" 's' </script><script>alert(1)</script>"
@@ -55,10 +56,12 @@ def nasty_scan(tmp_path_factory):
 
 def test_html_is_self_contained_and_escapes_everything(nasty_scan, tmp_path):
     root, result = nasty_scan
-    data = reports.to_dict(result)
+    data = _dict(result)
     assert data["stats"]["groups"] == 3
-    out = reports.write_report(
-        data, tmp_path / "r.html", coordinates=reports.map_coordinates(result.embeddings.vectors)
+    out = write_report(
+        Report.from_dict(data),
+        tmp_path / "r.html",
+        coordinates=report_html.map_coordinates(result.embeddings.vectors),
     )
     page = out.read_text(encoding="utf-8")
     # nothing from the report can end an element or open a tag
@@ -75,7 +78,7 @@ def test_html_is_self_contained_and_escapes_everything(nasty_scan, tmp_path):
     assert paths == {m["path"] for g in data["groups"] for m in g["members"]}  # round-trips exactly
     assert all(block["thumbs"][p] for p in paths)
     thumb = Image.open(io.BytesIO(base64.b64decode(next(iter(block["thumbs"].values())))))
-    assert thumb.format == "JPEG" and max(thumb.size) == reports.THUMBNAIL_SIZE
+    assert thumb.format == "JPEG" and max(thumb.size) == report_html.THUMBNAIL_SIZE
     # the map: one point per decoded image, grouped ones coloured, titles escaped
     assert page.count("<circle") == data["stats"]["images"] == 7
     assert page.count('class="pt grouped"') == 6
@@ -88,10 +91,10 @@ def test_vanished_image_gets_a_placeholder(tmp_path):
     photo = make_photo(5)
     photo.save(root / "a.jpg", quality=95)
     photo.save(root / "b.jpg", quality=50)
-    data = reports.to_dict(find_duplicates([root], load_config(None, {"features.extractor": "phash"})))
+    data = _dict(find_duplicates([root], load_config(None, {"features.extractor": "phash"})))
     (root / "b.jpg").unlink()  # gone since the scan
     (root / "a.jpg").write_bytes(b"garbage")  # or broken since the scan
-    out = reports.write_report(data, tmp_path / "r.html")  # thumbnails made from the files
+    out = write_report(Report.from_dict(data), tmp_path / "r.html")  # thumbnails made from the files
     block = _data_block(out.read_text(encoding="utf-8"))
     assert block["thumbs"] == {str(root / "a.jpg"): None, str(root / "b.jpg"): None}
     assert "image not available" in out.read_text(encoding="utf-8")
@@ -102,7 +105,7 @@ def test_thumbnail_applies_exif_orientation(tmp_path):
 
     display = Image.new("RGB", (300, 100), (200, 30, 30))
     save_with_orientation(display, tmp_path / "rot.jpg", orientation=6)
-    thumb = reports.thumbnail(str(tmp_path / "rot.jpg"))
+    thumb = report_html.thumbnail(str(tmp_path / "rot.jpg"))
     assert thumb is not None
     assert Image.open(io.BytesIO(base64.b64decode(thumb))).size == (160, 53)  # landscape, as displayed
 
@@ -111,19 +114,19 @@ def test_map_coordinates_tsne_pca_and_small_inputs():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 16))
     x = np.concatenate([c + 0.01 * rng.normal(size=(10, 16)) for c in centres])
-    a = reports.map_coordinates(x)
+    a = report_html.map_coordinates(x)
     assert a.shape == (30, 2) and np.isfinite(a).all()
-    np.testing.assert_allclose(a, reports.map_coordinates(x))  # fixed random_state
+    np.testing.assert_allclose(a, report_html.map_coordinates(x))  # fixed random_state
     # t-SNE keeps the three clusters apart: each point's nearest neighbour is in its own cluster
     d = np.linalg.norm(a[:, None] - a[None], axis=2) + np.eye(30) * 1e9
     assert (d.argmin(axis=1) // 10 == np.arange(30) // 10).all()
-    p = reports.map_coordinates(x, method="pca")
+    p = report_html.map_coordinates(x, method="pca")
     assert p.shape == (30, 2)
-    assert reports.map_coordinates(np.zeros((0, 4))).shape == (0, 2)
-    assert reports.map_coordinates(np.ones((1, 4))).tolist() == [[0.0, 0.0]]
-    assert reports.map_coordinates(np.ones((6, 4))).tolist() == [[0.0, 0.0]] * 6  # identical vectors
+    assert report_html.map_coordinates(np.zeros((0, 4))).shape == (0, 2)
+    assert report_html.map_coordinates(np.ones((1, 4))).tolist() == [[0.0, 0.0]]
+    assert report_html.map_coordinates(np.ones((6, 4))).tolist() == [[0.0, 0.0]] * 6  # identical vectors
     with pytest.raises(ValueError):
-        reports.map_coordinates(x, method="umap")
+        report_html.map_coordinates(x, method="umap")
 
 
 def test_map_uses_pca_above_the_cutoff(monkeypatch):
@@ -132,17 +135,17 @@ def test_map_uses_pca_above_the_cutoff(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("t-SNE must not run above TSNE_MAX_IMAGES")
 
-    monkeypatch.setattr(reports, "TSNE_MAX_IMAGES", 20)
+    monkeypatch.setattr(report_html, "TSNE_MAX_IMAGES", 20)
     monkeypatch.setattr(sklearn.manifold, "TSNE", boom)
     x = np.random.default_rng(1).normal(size=(21, 8))
-    assert reports.map_coordinates(x).shape == (21, 2)
+    assert report_html.map_coordinates(x).shape == (21, 2)
 
 
-def test_scan_cli_writes_html_with_json_and_csv(nasty_scan, tmp_path):
+def test_scan_cli_writes_html_with_json_and_csv(cli, nasty_scan, tmp_path):
     root, _ = nasty_scan
     out_html, out_json = tmp_path / "r.html", tmp_path / "r.json"
-    result = runner.invoke(
-        app, ["scan", str(root), "--features", "phash", "--report", str(out_html), "--report", str(out_json)]
+    result = cli(
+        "scan", str(root), "--features", "phash", "--report", str(out_html), "--report", str(out_json)
     )
     assert result.exit_code == 0, result.output
     assert f"Report written to {out_html}" in result.stdout.replace("\n", "")
@@ -152,8 +155,8 @@ def test_scan_cli_writes_html_with_json_and_csv(nasty_scan, tmp_path):
     assert out_html.read_text(encoding="utf-8").count("<circle") == report["stats"]["images"]
 
 
-def test_unknown_report_format_is_still_an_error(tmp_path):
-    result = runner.invoke(app, ["scan", str(tmp_path), "--report", str(tmp_path / "r.pdf")])
+def test_unknown_report_format_is_still_an_error(cli, tmp_path):
+    result = cli("scan", str(tmp_path), "--report", str(tmp_path / "r.pdf"))
     assert result.exit_code == 1
     assert ".json, .csv, .html" in result.stderr
 
@@ -219,14 +222,17 @@ def synthetic_clusters_report(n_clusters: int, root: str = "/nonexistent/dedup-h
         images += [
             {"path": m["path"], "bytes": 1, "mtime": 1.7e9, "width": 64, "height": 48} for m in members
         ]
-        clusters.append(
-            {"id": c, "name": reports.cluster_folder(c, n_clusters), "size": size, "members": members}
-        )
+        clusters.append({"id": c, "name": cluster_folder(c, n_clusters), "size": size, "members": members})
     data["images"] = images
     data["stats"]["images"] = len(images)
     data["clustering"] = {"method": "kmeans", "n_clusters": n_clusters, "params": {"n_clusters": n_clusters}}
     data["clusters"] = clusters
     return data
+
+
+def _dict(result: Any) -> dict[str, Any]:
+    """The JSON form of a scan's report."""
+    return from_result(result).to_dict()
 
 
 # ------------------------------------------------------------------------------------------ clusters
@@ -245,18 +251,21 @@ def clustered(tmp_path_factory):
 
 def test_cluster_blocks_sample_by_distance_and_escaped_names(clustered, tmp_path):
     root, result = clustered
-    data, _ = actions.with_names(reports.to_dict(result), {2: NASTY})
+    named, _ = actions.with_names(from_result(result), {2: NASTY})
+    data = named.to_dict()
     for c in data["clusters"]:  # the page must order the sample itself, whatever order the report has
         c["members"].reverse()
-    out = reports.write_report(
-        data, tmp_path / "r.html", coordinates=reports.map_coordinates(result.embeddings.vectors)
+    out = write_report(
+        Report.from_dict(data),
+        tmp_path / "r.html",
+        coordinates=report_html.map_coordinates(result.embeddings.vectors),
     )
     page = out.read_text(encoding="utf-8")
     assert "<script>alert(1)" not in page and "<b>" not in page
     assert page.count("<script") == 2
     block = _data_block(page)
     clusters = block["clusters"]
-    nasty_folder = actions.sanitize_folder_name(NASTY)
+    nasty_folder = sanitize_folder_name(NASTY)
     assert [c["id"] for c in clusters] == [1, 2, 3] and [c["size"] for c in clusters] == [6, 5, 4]
     assert [c["folder"] for c in clusters] == ["cluster-0001", nasty_folder, "cluster-0003"]
     assert clusters[1]["name"] == NASTY and clusters[0]["name"] is None  # the user's name, exactly
@@ -264,7 +273,7 @@ def test_cluster_blocks_sample_by_distance_and_escaped_names(clustered, tmp_path
         nearest = sorted(cluster["members"], key=lambda m: (m["distance_to_centre"], m["path"]))
         assert [m["path"] for m in shown["sample"]] == [m["path"] for m in nearest]
         assert [m["d"] for m in shown["sample"]] == sorted(m["d"] for m in shown["sample"])
-    assert set(block["thumbs"]) == set(reports.html_thumbnail_paths(data))
+    assert set(block["thumbs"]) == set(report_html.html_thumbnail_paths(Report.from_dict(data)))
     assert all(block["thumbs"].values())  # thumbnails made from the files
     assert 'id="clusters-section" hidden' not in page
     assert "Clusters</div>" in page  # the header's figure
@@ -277,16 +286,16 @@ def test_cluster_blocks_sample_by_distance_and_escaped_names(clustered, tmp_path
 
 def test_cluster_sample_is_bounded_and_groups_section_hidden(monkeypatch, tmp_path):
     data = synthetic_clusters_report(30)
-    expected = [min(reports.CLUSTER_SAMPLE, c["size"]) for c in data["clusters"]]
-    assert max(c["size"] for c in data["clusters"]) > reports.CLUSTER_SAMPLE
+    expected = [min(report_html.CLUSTER_SAMPLE, c["size"]) for c in data["clusters"]]
+    assert max(c["size"] for c in data["clusters"]) > report_html.CLUSTER_SAMPLE
     made: list[str] = []
 
     def fake_thumbnails(paths, **kwargs):
         made.extend(paths)
         return dict.fromkeys(paths)
 
-    monkeypatch.setattr(reports, "make_thumbnails", fake_thumbnails)
-    page = reports.write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    monkeypatch.setattr(report_files, "make_thumbnails", fake_thumbnails)
+    page = write_report(Report.from_dict(data), tmp_path / "r.html").read_text(encoding="utf-8")
     assert len(made) == sum(expected)  # thumbnails only for the sampled members
     block = _data_block(page)
     assert [len(c["sample"]) for c in block["clusters"]] == expected
@@ -297,22 +306,24 @@ def test_cluster_sample_is_bounded_and_groups_section_hidden(monkeypatch, tmp_pa
     assert set(made) == set(block["thumbs"])
     assert 'id="groups-section" hidden' in page and 'id="clusters-section" hidden' not in page
     assert 'id="map"' not in page  # no coordinates given
-    plain = reports.to_html(synthetic_report(3), thumbnails={})  # a scan: no clusters section
+    plain = report_html.to_html(
+        Report.from_dict(synthetic_report(3)), thumbnails={}
+    )  # a scan: no clusters section
     assert 'id="clusters-section" hidden' in plain and 'id="groups-section" hidden' not in plain
     assert _data_block(plain)["clusters"] == []
 
 
-def _group(*args: Any) -> Any:
-    return runner.invoke(app, ["group", *map(str, args)])
+def _group(cli, *args: Any) -> Any:
+    return cli("group", *map(str, args))
 
 
-def test_group_kmeans_cli_writes_the_cluster_report_and_undo_leaves_it(tmp_path):
+def test_group_kmeans_cli_writes_the_cluster_report_and_undo_leaves_it(cli, tmp_path):
     root = tmp_path / "photos"
     write_families(root)
     before = tree_state(root)
     out = tmp_path / "sorted"
     r_html, r_json = tmp_path / "r.html", out / "r.json"  # one outside the output folder, one inside
-    result = _group(
+    result = _group(cli,
         root, "--to", out, "--method", "kmeans", "--clusters", "3", "-f", "phash",
         "--report", r_html, "--report", r_json,
     )  # fmt: skip
@@ -329,14 +340,14 @@ def test_group_kmeans_cli_writes_the_cluster_report_and_undo_leaves_it(tmp_path)
     assert len(block["thumbs"]) == 15 and all(block["thumbs"].values())
     assert page.count('class="pt clustered"') == report["stats"]["images"] == 15
     (manifest,) = out.glob("dedup-group-*.jsonl")
-    undone = runner.invoke(app, ["undo", str(manifest)])
+    undone = cli("undo", str(manifest))
     assert undone.exit_code == 0, undone.output
     # undo removes what the run placed; the report stays, like clusters.csv and names.yaml
     assert sorted(os.listdir(out)) == sorted(["clusters.csv", "names.yaml", "r.json", manifest.name])
     assert tree_state(root) == before
 
 
-def test_group_report_destinations_are_checked_before_the_scan(tmp_path):
+def test_group_report_destinations_are_checked_before_the_scan(cli, tmp_path):
     root = tmp_path / "photos"
     write_families(root, sizes=(2, 2))
     out = tmp_path / "sorted"
@@ -351,23 +362,23 @@ def test_group_report_destinations_are_checked_before_the_scan(tmp_path):
         (["--report", tmp_path / "r.pdf"], "unsupported format"),
     ]
     for args, needle in cases:
-        result = _group(root, "--to", out, "-m", "kmeans", "-k", "2", "-f", "phash", *args)
+        result = _group(cli, root, "--to", out, "-m", "kmeans", "-k", "2", "-f", "phash", *args)
         assert result.exit_code == 1, (args, result.output)
         assert needle in result.stderr.replace("\n", ""), (args, result.stderr)
         assert "kmeans:" not in result.stderr  # refused before scanning
         assert not out.exists()
     # dbscan grouping also checks (no cluster files, but still no subfolder of the output folder)
-    result = _group(root, "--to", out, "-f", "phash", "--report", out / "unique" / "r.json")
+    result = _group(cli, root, "--to", out, "-f", "phash", "--report", out / "unique" / "r.json")
     assert result.exit_code == 1 and "subfolder" in result.stderr
 
 
-def test_group_dry_run_writes_only_the_report(tmp_path):
+def test_group_dry_run_writes_only_the_report(cli, tmp_path):
     root = tmp_path / "photos"
     write_families(root, sizes=(3, 3))
     before = tree_state(tmp_path)
     r_html = tmp_path / "preview.html"
     result = _group(
-        root, "--to", tmp_path / "o", "-m", "kmeans", "-k", "2", "-f", "phash", "--dry-run", "-r", r_html
+        cli, root, "--to", tmp_path / "o", "-m", "kmeans", "-k", "2", "-f", "phash", "--dry-run", "-r", r_html
     )
     assert result.exit_code == 0, result.output
     json.loads(result.stdout)  # stdout is still the plan as JSON
@@ -377,13 +388,13 @@ def test_group_dry_run_writes_only_the_report(tmp_path):
     assert {k: v for k, v in after.items() if k != "preview.html"} == before
 
 
-def test_dbscan_group_report_shows_the_groups(tmp_path):
+def test_dbscan_group_report_shows_the_groups(cli, tmp_path):
     root = tmp_path / "photos"
     write_families(root, sizes=(3, 2))
     out = tmp_path / "g"
     out.mkdir()
     result = _group(
-        root, "--to", out, "-f", "phash", "--report", out / "dups.html", "--report", out / "dups.json"
+        cli, root, "--to", out, "-f", "phash", "--report", out / "dups.html", "--report", out / "dups.json"
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "dups.json").read_text())
@@ -392,7 +403,7 @@ def test_dbscan_group_report_shows_the_groups(tmp_path):
     assert block["clusters"] == [] and len(block["groups"]) == report["stats"]["groups"]
     assert page.count("<circle") == report["stats"]["images"] == 5
     (manifest,) = out.glob("dedup-group-*.jsonl")
-    assert runner.invoke(app, ["undo", str(manifest)]).exit_code == 0
+    assert cli("undo", str(manifest)).exit_code == 0
     assert sorted(os.listdir(out)) == sorted(["dups.html", "dups.json", manifest.name])
 
 
@@ -496,16 +507,22 @@ def _type_filter(driver, text: str) -> None:
 
 
 @pytest.mark.browser
-def test_report_in_headless_chromium(browser, tmp_path):
+def test_report_in_headless_chromium(cli, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     from imagegen import write_dataset
 
     truth = write_dataset(tmp_path / "data")
     out_html, out_json = tmp_path / "report.html", tmp_path / "report.json"
-    result = runner.invoke(
-        app,
-        ["scan", truth["root"], "--features", "phash", "--report", str(out_html), "--report", str(out_json)],
+    result = cli(
+        "scan",
+        truth["root"],
+        "--features",
+        "phash",
+        "--report",
+        str(out_html),
+        "--report",
+        str(out_json),
     )
     assert result.exit_code == 0, result.output
     report = json.loads(out_json.read_text())
@@ -559,7 +576,7 @@ def test_ten_thousand_groups_page_and_filter_quickly(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     data = synthetic_report(10_000)
-    page = reports.to_html(data, thumbnails={}, page_size=50)
+    page = report_html.to_html(Report.from_dict(data), thumbnails={}, page_size=50)
     out = tmp_path / "big.html"
     out.write_text(page, encoding="utf-8")
     t0 = time.perf_counter()
@@ -631,13 +648,13 @@ def _set_cluster_filter(driver, text: str) -> float:
 
 
 @pytest.mark.browser
-def test_cluster_report_in_headless_chromium(browser, tmp_path):
+def test_cluster_report_in_headless_chromium(cli, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     root = tmp_path / "photos"
     write_families(root, sizes=(16, 10))  # 26 images in 2 clusters: one holds more than 12
     out_html, out_json = tmp_path / "clusters.html", tmp_path / "clusters.json"
-    result = _group(
+    result = _group(cli,
         root, "--to", tmp_path / "sorted", "-m", "kmeans", "-k", "2", "-f", "phash", "--dry-run",
         "--report", out_html, "--report", out_json,
     )  # fmt: skip
@@ -646,7 +663,7 @@ def test_cluster_report_in_headless_chromium(browser, tmp_path):
     browser.get(out_html.resolve().as_uri())
     browser.save_screenshot(str(tmp_path / "clusters.png"))
     assert _console_errors(browser) == []
-    sample = reports.CLUSTER_SAMPLE
+    sample = report_html.CLUSTER_SAMPLE
     assert _count(browser, "#clusters section.cluster") == len(report["clusters"]) == 2
     assert _count(browser, "#clusters figure.thumb") == sum(
         min(sample, c["size"]) for c in report["clusters"]
@@ -683,16 +700,16 @@ def test_thousand_clusters_page_and_filter_quickly(browser, tmp_path):
 
     data = synthetic_clusters_report(1000)
     out = tmp_path / "clusters.html"
-    out.write_text(reports.to_html(data, thumbnails={}), encoding="utf-8")
+    out.write_text(report_html.to_html(Report.from_dict(data), thumbnails={}), encoding="utf-8")
     t0 = time.perf_counter()
     browser.get(out.resolve().as_uri())
     load_seconds = time.perf_counter() - t0
     assert _console_errors(browser) == []
-    per_page = reports.CLUSTER_PAGE_SIZE
+    per_page = report_html.CLUSTER_PAGE_SIZE
     assert _count(browser, "#clusters section.cluster") == per_page  # only the current page is in the DOM
     first = data["clusters"][:per_page]
     assert _count(browser, "#clusters .placeholder") == sum(
-        min(reports.CLUSTER_SAMPLE, c["size"]) for c in first
+        min(report_html.CLUSTER_SAMPLE, c["size"]) for c in first
     )
     assert "Page 1 of 50" in browser.find_element(By.ID, "cpage-info").text
     assert not browser.find_element(By.ID, "groups-section").is_displayed()  # no duplicate groups

@@ -5,14 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from dedup import __version__
-from dedup.cli import app
 
 from helpers import tree_state
 
-runner = CliRunner()
 PHASH = ["--features", "phash"]
 
 
@@ -24,19 +21,17 @@ def data(tmp_path_factory):
     return write_dataset(root)
 
 
-def test_version():
-    result = runner.invoke(app, ["--version"])
+def test_version(cli):
+    result = cli("--version")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"dedup {__version__}"
 
 
-def test_scan_summary_and_reports(data, tmp_path):
+def test_scan_summary_and_reports(cli, data, tmp_path):
     root = Path(data["root"])
     before = tree_state(root)
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
-    result = runner.invoke(
-        app, ["scan", str(root), *PHASH, "--report", str(out_json), "--report", str(out_csv)]
-    )
+    result = cli("scan", str(root), *PHASH, "--report", str(out_json), "--report", str(out_csv))
     assert result.exit_code == 0, result.output
     for needle in (
         "Images found",
@@ -78,14 +73,14 @@ def test_json_flag_prints_only_json_on_stdout(data):
     assert "Duplicate groups" in proc.stderr
 
 
-def test_offline_fallback_warns_once_and_report_says_so(data, tmp_path, monkeypatch):
+def test_offline_fallback_warns_once_and_report_says_so(cli, data, tmp_path, monkeypatch):
     import dedup.features as features
 
     def offline(**kwargs):
         raise Exception("URL fetch failure: [Errno -2] Name or service not known")
 
     monkeypatch.setattr(features, "_keras_get_file", offline)
-    result = runner.invoke(app, ["scan", data["root"], "--json"])
+    result = cli("scan", data["root"], "--json")
     assert result.exit_code == 0, result.output
     assert result.stderr.count("Warning:") == 1
     assert "--weights" in result.stderr
@@ -94,7 +89,7 @@ def test_offline_fallback_warns_once_and_report_says_so(data, tmp_path, monkeypa
     assert report["extractor"]["fallback_used"] is True and report["params"]["verified"] is True
 
 
-def test_offline_without_fallback_is_a_clear_error(data, monkeypatch):
+def test_offline_without_fallback_is_a_clear_error(cli, data, monkeypatch):
     import dedup.features as features
 
     def offline(**kwargs):
@@ -103,7 +98,7 @@ def test_offline_without_fallback_is_a_clear_error(data, monkeypatch):
     monkeypatch.setattr(features, "_keras_get_file", offline)
     cfg = Path(data["root"]).parent / "nofallback.yaml"
     cfg.write_text("features:\n  offline_fallback: none\n")
-    result = runner.invoke(app, ["scan", data["root"], "--config", str(cfg)])
+    result = cli("scan", data["root"], "--config", str(cfg))
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and "--weights" in result.stderr
     assert "Traceback" not in result.output
@@ -124,9 +119,9 @@ def test_offline_without_fallback_is_a_clear_error(data, monkeypatch):
         (["scan", "{root}", *PHASH, "--keep", "prettiest"], "keep.policy"),
     ],
 )
-def test_bad_input_exits_1_with_one_error_line(data, tmp_path, args, message):
+def test_bad_input_exits_1_with_one_error_line(cli, data, tmp_path, args, message):
     args = [a.format(root=data["root"], tmp=tmp_path) for a in args]
-    result = runner.invoke(app, args)
+    result = cli(*args)
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: ") and message in result.stderr
@@ -134,20 +129,20 @@ def test_bad_input_exits_1_with_one_error_line(data, tmp_path, args, message):
     assert not list(tmp_path.iterdir())  # no report written
 
 
-def test_usage_errors_exit_2():
-    assert runner.invoke(app, ["scan"]).exit_code == 2
-    assert runner.invoke(app, ["scan", ".", "--no-such-flag"]).exit_code == 2
-    assert runner.invoke(app, ["scan", ".", "--threshold", "high"]).exit_code == 2
+def test_usage_errors_exit_2(cli):
+    assert cli("scan").exit_code == 2
+    assert cli("scan", ".", "--no-such-flag").exit_code == 2
+    assert cli("scan", ".", "--threshold", "high").exit_code == 2
 
 
-def test_no_recursive_and_threshold_flags_reach_the_pipeline(data):
-    result = runner.invoke(app, ["scan", data["root"], *PHASH, "--no-recursive", "--json"])
+def test_no_recursive_and_threshold_flags_reach_the_pipeline(cli, data):
+    result = cli("scan", data["root"], *PHASH, "--no-recursive", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["params"]["discover"]["recursive"] is False
     root = Path(data["root"])
     assert all(Path(p["path"]).parent == root for p in report["images"])
-    result = runner.invoke(app, ["scan", data["root"], *PHASH, "--threshold", "0.95", "--json"])
+    result = cli("scan", data["root"], *PHASH, "--threshold", "0.95", "--json")
     assert json.loads(result.stdout)["params"]["threshold"] == 0.95
 
 

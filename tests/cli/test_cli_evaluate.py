@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from dedup.cli import app
-
-runner = CliRunner()
 MEASURES = (
     "Pairwise precision",
     "Pairwise recall",
@@ -65,10 +61,10 @@ def _score(stdout: str, label: str) -> float:
     return float(line.split("│")[-2])
 
 
-def test_evaluate_prints_every_measure_and_writes_json(tmp_path):
+def test_evaluate_prints_every_measure_and_writes_json(cli, tmp_path):
     report, truth = write_scene(tmp_path)
     out = tmp_path / "scores.json"
-    result = runner.invoke(app, ["evaluate", str(report), "--truth", str(truth), "--output", str(out)])
+    result = cli("evaluate", str(report), "--truth", str(truth), "--output", str(out))
     assert result.exit_code == 0, result.output
     for label in MEASURES:
         assert label in result.stdout
@@ -87,26 +83,26 @@ def test_evaluate_prints_every_measure_and_writes_json(tmp_path):
     assert f"Scores written to {out}" in result.stdout
 
 
-def test_evaluate_warns_about_coverage(tmp_path):
+def test_evaluate_warns_about_coverage(cli, tmp_path):
     report, truth = write_scene(tmp_path, scanned_all=False, corrupt_skipped=False)
-    result = runner.invoke(app, ["evaluate", str(report), "--truth", str(truth)])
+    result = cli("evaluate", str(report), "--truth", str(truth))
     assert result.exit_code == 0, result.output
     err = " ".join(result.stderr.split())
     assert "1 truth items were never scanned" in err and "f.jpg" in err
     assert "1 of 2 rows of group CORRUPT were not skipped by the scan" in err and "bad2.jpg" in err
 
 
-def test_evaluate_nothing_matched_hints_at_paths_and_match_name_fixes_it(tmp_path):
+def test_evaluate_nothing_matched_hints_at_paths_and_match_name_fixes_it(cli, tmp_path):
     report, _ = write_scene(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     truth = elsewhere / "truth.csv"  # same file names, but relative to another folder
     truth.write_text("path,group_id\na.jpg,1\nb.jpg,1\nc.jpg,2\nd.jpg,2\n")
-    result = runner.invoke(app, ["evaluate", str(report), "--truth", str(truth)])
+    result = cli("evaluate", str(report), "--truth", str(truth))
     assert result.exit_code == 0, result.output
     err = " ".join(result.stderr.split())
     assert "paths probably do not match" in err and "--match name" in err
-    result = runner.invoke(app, ["evaluate", str(report), "--truth", str(truth), "--match", "name"])
+    result = cli("evaluate", str(report), "--truth", str(truth), "--match", "name")
     assert result.exit_code == 0, result.output
     assert _score(result.stdout, "Pairwise F1") == 1.0  # truth {a,b} {c,d} = the report's groups
     assert "paths probably do not match" not in result.stderr
@@ -119,36 +115,34 @@ def test_evaluate_nothing_matched_hints_at_paths_and_match_name_fixes_it(tmp_pat
         (["--output", "/no/such/folder/s.json"], "does not exist"),
     ],
 )
-def test_evaluate_bad_options_exit_1(tmp_path, args, message):
+def test_evaluate_bad_options_exit_1(cli, tmp_path, args, message):
     report, truth = write_scene(tmp_path)
-    result = runner.invoke(app, ["evaluate", str(report), "--truth", str(truth), *args])
+    result = cli("evaluate", str(report), "--truth", str(truth), *args)
     assert result.exit_code == 1
     assert message in result.stderr
 
 
-def test_evaluate_missing_files_exit_1(tmp_path):
+def test_evaluate_missing_files_exit_1(cli, tmp_path):
     report, truth = write_scene(tmp_path)
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope.json"), "--truth", str(truth)])
+    result = cli("evaluate", str(tmp_path / "nope.json"), "--truth", str(truth))
     assert result.exit_code == 1 and "does not exist" in result.stderr
-    result = runner.invoke(app, ["evaluate", str(report), "--truth", str(tmp_path / "nope.csv")])
+    result = cli("evaluate", str(report), "--truth", str(tmp_path / "nope.csv"))
     assert result.exit_code == 1 and "cannot read truth file" in result.stderr
 
 
-def test_evaluate_a_real_scan(tmp_path):
+def test_evaluate_a_real_scan(cli, tmp_path):
     from imagegen import write_dataset
 
     data = write_dataset(tmp_path / "data")
     report = tmp_path / "r.json"
-    assert runner.invoke(app, ["scan", data["root"], "-f", "phash", "-r", str(report)]).exit_code == 0
+    assert cli("scan", data["root"], "-f", "phash", "-r", str(report)).exit_code == 0
     rows = ["path,group_id"]
     rows += [f"{p},{g}" for g, paths in data["phash_groups"].items() for p in paths]
     rows += [f"{p},single{i}" for i, p in enumerate(data["singletons"])]
     rows += [f"{p},CORRUPT" for p in data["skipped"]]
     truth = tmp_path / "truth.csv"
     truth.write_text("\n".join(rows) + "\n")
-    result = runner.invoke(
-        app, ["evaluate", str(report), "--truth", str(truth), "-o", str(tmp_path / "s.json")]
-    )
+    result = cli("evaluate", str(report), "--truth", str(truth), "-o", str(tmp_path / "s.json"))
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "s.json").read_text())
     # phash finds exactly the groups it is expected to find, and skips what must be skipped

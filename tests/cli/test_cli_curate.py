@@ -10,20 +10,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from test_actions import make_dataset, member, non_kept, records, snapshot
-from typer.testing import CliRunner
 
-from dedup import actions
-from dedup.cli import app
-
+from helpers import ROOT, cli_command, make_dataset, member, non_kept, records, snapshot
 from imagegen import make_photo
-
-ROOT_DIR = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -40,12 +32,7 @@ def photos(tmp_path: Path) -> Path:
     return root
 
 
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def test_prune_dry_run_leaves_the_disk_byte_for_byte_unchanged(photos: Path, tmp_path: Path) -> None:
+def test_prune_dry_run_leaves_the_disk_byte_for_byte_unchanged(invoke, photos: Path, tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     code, out, err = invoke(
         "prune", photos, "--to", photos / "quarantine", "--features", "phash", "--dry-run"
@@ -60,7 +47,7 @@ def test_prune_dry_run_leaves_the_disk_byte_for_byte_unchanged(photos: Path, tmp
     assert "Dry run: nothing was changed" in err
 
 
-def test_prune_then_undo_restores_everything_and_quarantine_is_not_rescanned(photos: Path) -> None:
+def test_prune_then_undo_restores_everything_and_quarantine_is_not_rescanned(invoke, photos: Path) -> None:
     before = snapshot(photos)
     q = photos / "quarantine"  # inside the scanned folder
     code, out, err = invoke("prune", photos, "--to", q, "--features", "phash")
@@ -82,13 +69,15 @@ def test_prune_then_undo_restores_everything_and_quarantine_is_not_rescanned(pho
     assert invoke("undo", manifest)[0] == 0  # twice is harmless
 
 
-def test_delete_needs_yes_off_a_terminal_and_cannot_be_undone(photos: Path, tmp_path: Path) -> None:
+def test_delete_needs_yes_off_a_terminal_and_cannot_be_undone(
+    invoke, cli, photos: Path, tmp_path: Path
+) -> None:
     before = snapshot(photos)
     code, _, err = invoke("prune", photos, "--delete", "--features", "phash")
     assert code == 1 and "--yes" in err and "no terminal" in err
     assert snapshot(photos) == before
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
-    result = runner.invoke(app, ["prune", str(photos), "--delete", "--yes", "--features", "phash"], env=env)
+    result = cli("prune", str(photos), "--delete", "--yes", "--features", "phash", env=env)
     assert result.exit_code == 0, result.output
     assert "cannot be restored" in result.stdout
     assert sorted(p.name for p in photos.rglob("*.*")) == ["loner.jpg", "p0.jpg", "p1.jpg", "p2.jpg"]
@@ -98,7 +87,7 @@ def test_delete_needs_yes_off_a_terminal_and_cannot_be_undone(photos: Path, tmp_
 
 
 @pytest.mark.parametrize("mode", ["--copy", "--link", "--move"])
-def test_group_then_undo(photos: Path, tmp_path: Path, mode: str) -> None:
+def test_group_then_undo(invoke, photos: Path, tmp_path: Path, mode: str) -> None:
     out_dir = tmp_path / "by-group"
     before = snapshot(photos)
     code, out, err = invoke("group", photos, "--to", out_dir, mode, "--features", "phash")
@@ -114,7 +103,7 @@ def test_group_then_undo(photos: Path, tmp_path: Path, mode: str) -> None:
     assert snapshot(photos) == before and os.listdir(out_dir) == [manifest.name]
 
 
-def test_group_option_errors(photos: Path, tmp_path: Path) -> None:
+def test_group_option_errors(invoke, photos: Path, tmp_path: Path) -> None:
     code, _, err = invoke("group", photos, "--to", tmp_path / "o", "--move", "--link")
     assert code == 1 and "only one of" in err
     code, _, err = invoke("group", photos)
@@ -125,7 +114,7 @@ def test_group_option_errors(photos: Path, tmp_path: Path) -> None:
     assert code == 1 and "--from-report" in err
 
 
-def test_from_report_leaves_changed_files_alone_and_exits_1(photos: Path, tmp_path: Path) -> None:
+def test_from_report_leaves_changed_files_alone_and_exits_1(invoke, photos: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     code, _, err = invoke("scan", photos, "--features", "phash", "--report", report)
     assert code == 0, err
@@ -141,7 +130,7 @@ def test_from_report_leaves_changed_files_alone_and_exits_1(photos: Path, tmp_pa
     assert code == 1 and "not" in err  # paths that do not match the report's
 
 
-def test_hand_edited_report_never_empties_a_group(tmp_path: Path) -> None:
+def test_hand_edited_report_never_empties_a_group(invoke, tmp_path: Path) -> None:
     root = tmp_path / "data"
     report = make_dataset(root, n_groups=1, per_group=3)
     keep = report["groups"][0]["keep"]
@@ -159,14 +148,10 @@ def test_hand_edited_report_never_empties_a_group(tmp_path: Path) -> None:
 
 
 def _cli(*args: str | Path, kill: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != actions.KILL_ENV}
-    env["COLUMNS"] = "200"
-    if kill:
-        env[actions.KILL_ENV] = kill
     return subprocess.run(
-        [sys.executable, "-m", "dedup", *map(str, args)],
-        cwd=ROOT_DIR,
-        env=env,
+        cli_command(*map(str, args), kill=kill),
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -202,7 +187,7 @@ def test_kill_9_then_undo_or_rerun(tmp_path: Path, kill: str) -> None:
             continue
         proc = _cli("prune", "--from-report", report_path, "--to", q)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "Resuming" in proc.stderr
+        assert "Resumed the interrupted run" in proc.stderr
         assert ("Done by the interrupted run" in proc.stdout) == bool(done_before)
         recs = records(manifest)
         assert sorted(r["index"] for r in recs if r["type"] == "done") == list(range(7))  # each once

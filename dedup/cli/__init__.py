@@ -1,0 +1,64 @@
+"""The ``dedup`` command line: parse, call the library once, render with rich, map errors to exit codes.
+
+One module per command family (Typer's ``add_typer``): :mod:`~dedup.cli.scan`, :mod:`~dedup.cli.curate`
+(prune, group, undo), :mod:`~dedup.cli.explore` (similar, evaluate, tune), :mod:`~dedup.cli.cache`;
+what they share is in :mod:`~dedup.cli.common`.
+
+Exit codes: 0 success (duplicates or not), 1 bad input / failed operation (one ``Error: ...`` line on
+stderr), 2 usage error (Typer's), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from dedup import __version__
+from dedup.cli import cache, curate, explore, scan
+
+app = typer.Typer(
+    name="dedup",
+    help="Find near-duplicate images and curate image datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(scan.app)
+app.add_typer(curate.app)
+app.add_typer(explore.app)
+app.add_typer(cache.app, name="cache")
+
+
+def _quiet_tensorflow() -> None:
+    """TensorFlow's native start-up lines (CUDA probing, CPU features) would drown the one warning a user
+    should read; they are silenced unless the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves. Only the CLI
+    does this: the library never touches the environment."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dedup {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Find near-duplicate images and curate image datasets.
+
+    Example: dedup scan ~/photos --report duplicates.json
+    """
+    _quiet_tensorflow()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _quiet_tensorflow()
+    app()

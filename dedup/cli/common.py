@@ -1,0 +1,289 @@
+"""What every command shares: the consoles, the error edge, progress rendering, the shared options and how
+they become config overrides, and how paths are shown."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dedup.config import Config, load_config
+from dedup.errors import DedupError
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+PHASES = {
+    "discover": "Discovering files",
+    "extract": "Decoding + extracting",
+    "index": "Building neighbour graph",
+    "keypoints": "Computing keypoints",
+    "verify": "Verifying candidate pairs",
+    "cluster": "Clustering",
+    "map": "Laying out the map",
+    "thumbnails": "Making thumbnails",
+    "tune": "Sweeping thresholds",
+    "apply": "Applying operations",
+    "undo": "Undoing",
+    "grouping": "Clustering collection",
+}
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn library errors into one ``Error:`` line and exit code 1; Ctrl-C into exit code 130."""
+    try:
+        yield
+    except DedupError as e:
+        stderr.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        stderr.print("Interrupted.", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def warn(message: str) -> None:
+    stderr.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def shown(path: str, base: str | None) -> str:
+    """A path as the user is likely to recognise it: relative to ``base`` (the scanned root) when under it."""
+    if base:
+        try:
+            return str(Path(path).relative_to(base))
+        except ValueError:
+            pass
+    return path
+
+
+def common_base(roots: Sequence[str]) -> str | None:
+    """The folder all scanned roots share (a file root counts as its folder), or None."""
+    folders = [r if Path(r).is_dir() else str(Path(r).parent) for r in roots]
+    try:
+        return os.path.commonpath(folders) if folders else None
+    except ValueError:
+        return None
+
+
+class ProgressReporter:
+    """Progress callback ``(phase, done, total)`` rendered as rich bars, or plain log lines off a terminal."""
+
+    def __init__(self, console: Console, *, interval: float = 5.0) -> None:
+        self.console = console
+        self.interval = interval
+        self.live = console.is_terminal
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._started: dict[str, float] = {}
+        self._last_line: dict[str, float] = {}
+        self._last_done: dict[str, int] = {}
+        self._last_time: dict[str, float] = {}
+
+    def __enter__(self) -> ProgressReporter:
+        if self.live:
+            self._progress = Progress(
+                TextColumn("{task.description:<26}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        else:
+            for phase, done in self._last_done.items():
+                if self._last_line.get(phase, 0.0) != -1.0:
+                    self._line(phase, done, None, final=True)
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        start = self._started.setdefault(phase, now)
+        self._last_done[phase] = done
+        self._last_time[phase] = now
+        rate = done / (now - start) if now > start and done else 0.0
+        rate_text = f"{rate:.1f} img/s" if phase == "extract" and rate else ""
+        if self._progress is not None:
+            if phase not in self._tasks:
+                self._tasks[phase] = self._progress.add_task(PHASES.get(phase, phase), total=total, rate="")
+            self._progress.update(self._tasks[phase], completed=done, total=total, rate=rate_text)
+            return
+        finished = total is not None and done >= total
+        if finished or now - self._last_line.get(phase, start) >= self.interval:
+            self._line(phase, done, total, final=finished)
+
+    def _line(self, phase: str, done: int, total: int | None, *, final: bool) -> None:
+        now = self._last_time.get(phase, time.monotonic())
+        elapsed = now - self._started.get(phase, now)
+        text = f"{PHASES.get(phase, phase)}: {done}" + (f"/{total}" if total is not None else "")
+        if phase == "extract" and elapsed > 0 and done:
+            rate = done / elapsed
+            text += f" ({rate:.1f} img/s"
+            if total and not final:
+                text += f", ETA {max(0.0, (total - done) / rate):.0f}s"
+            text += ")"
+        if final:
+            text += f" done in {elapsed:.1f}s"
+        self.console.print(text, highlight=False, soft_wrap=True)
+        self._last_line[phase] = -1.0 if final else now
+
+
+def build_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
+    """Defaults < ``--config`` file < CLI flags (``None`` flags are ignored)."""
+    return load_config(config_file, overrides)
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (see configs/default.yaml).", show_default=False),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        "-t",
+        help="Cosine similarity (-1..1) at or above which images are duplicates (default: the extractor's).",
+        show_default=False,
+    ),
+]
+FeaturesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--features",
+        "-f",
+        help="Feature extractor(s): vgg16 | resnet50 | phash | thumb | color | keras-model:PATH (a saved "
+        ".keras/.h5 model), or several joined with '+' (e.g. phash+thumb+color: candidates from each, "
+        "decided by the verify stage).",
+        show_default=False,
+    ),
+]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="VGG16/ResNet50 weights: imagenet | none | PATH to a .h5/.weights.h5 file.",
+        show_default=False,
+    ),
+]
+KeepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--keep",
+        help="Image kept per group: resolution | filesize | oldest | newest | path.",
+        show_default=False,
+    ),
+]
+RecursiveOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--recursive/--no-recursive",
+        help="Descend into sub-folders (default: yes).",
+        show_default=False,
+    ),
+]
+HiddenOpt = Annotated[
+    bool | None,
+    typer.Option("--include-hidden", help="Also scan hidden files and folders.", show_default=False),
+]
+
+
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Neither read nor write the feature cache: extract every image afresh."),
+]
+
+
+def cache_overrides(no_cache: bool) -> dict[str, Any]:
+    """The config override of ``--no-cache`` (nothing when the flag is not given)."""
+    return {"cache.enabled": False if no_cache else None}
+
+
+def scan_overrides(
+    threshold: float | None,
+    features: str | None,
+    weights: str | None,
+    keep: str | None,
+    recursive: bool | None,
+    include_hidden: bool | None,
+) -> dict[str, Any]:
+    """The config overrides given by the flags every scanning command shares."""
+    return {
+        "cluster.threshold": threshold,
+        "features.extractor": features,
+        "features.weights": weights,
+        "keep.policy": keep,
+        "discover.recursive": recursive,
+        "discover.include_hidden": include_hidden,
+    }
+
+
+ToOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--to", help="Output folder (quarantine for prune, group folders for group).", show_default=False
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan as a table and as JSON; touch nothing.")
+]
+FromReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-report",
+        help="Act on this reviewed JSON report instead of scanning again; files "
+        "changed since it was written are left alone.",
+        show_default=False,
+    ),
+]
+ActionPathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Folders to scan (optional with --from-report).", show_default=False),
+]
+
+
+def here(path: str) -> str:
+    """``path`` relative to the current folder when it lies below it (shorter tables), else as is."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def fail_if_incomplete(skipped: Sequence[Any], failed: Sequence[tuple[str, str]], total: int) -> None:
+    """List what was not done on stderr and exit 1 when anything was skipped or failed."""
+    if not skipped and not failed:
+        return
+    for s in skipped:
+        stderr.print(f"  skipped {escape(here(s.path))}: {escape(s.reason)}", highlight=False, soft_wrap=True)
+    for path, reason in failed:
+        stderr.print(f"  failed  {escape(here(path))}: {escape(reason)}", highlight=False, soft_wrap=True)
+    stderr.print(
+        f"[bold red]Error:[/] not everything was done: {len(failed)} failed, {len(skipped)} skipped "
+        f"(of {total}).",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)

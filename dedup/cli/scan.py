@@ -1,0 +1,142 @@
+"""``dedup scan``: report near-duplicates (a dry run) to the terminal and to JSON / CSV / HTML files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dedup.cli.common import (
+    ConfigOpt,
+    FeaturesOpt,
+    HiddenOpt,
+    KeepOpt,
+    NoCacheOpt,
+    ProgressReporter,
+    RecursiveOpt,
+    ThresholdOpt,
+    WeightsOpt,
+    build_config,
+    cache_overrides,
+    common_base,
+    errors,
+    scan_overrides,
+    shown,
+    stderr,
+    stdout,
+    warn,
+)
+from dedup.report.schema import Report, extractor_label, human_bytes
+
+app = typer.Typer()
+
+
+@app.command()
+def scan(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Folders and/or image files to scan.", show_default=False)
+    ],
+    config: ConfigOpt = None,
+    threshold: ThresholdOpt = None,
+    features: FeaturesOpt = None,
+    weights: WeightsOpt = None,
+    keep: KeepOpt = None,
+    recursive: RecursiveOpt = None,
+    include_hidden: HiddenOpt = None,
+    report: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--report",
+            "-r",
+            help="Write the report to FILE.json, FILE.csv or FILE.html (repeatable; HTML is one "
+            "self-contained page with thumbnails and a map).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report to stdout (progress stays on stderr).")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", help="Largest groups shown in the summary.", min=0)] = 10,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Report near-duplicate images (dry run: nothing is modified, moved or created except --report files).
+
+    Example: dedup scan ~/photos --report duplicates.json
+    """
+    from dedup import curate
+    from dedup.report.files import to_json
+
+    with errors():
+        cfg = build_config(
+            config,
+            {
+                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden),
+                **cache_overrides(no_cache),
+            },
+        )
+        with ProgressReporter(stderr) as progress:
+            outcome = curate.scan(paths, cfg, reports=report or [], progress=progress, warn=warn)
+        console = stderr if json_out else stdout
+        render_summary(outcome.report, console, top=top)
+        src = outcome.result.sources
+        if src is not None:
+            stderr.print(
+                f"Features: {src.cached} from the cache, {src.reused} reused by content, "
+                f"{src.identical} byte-identical copies, {src.extracted} extracted.",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for dest in outcome.written:
+            console.print(f"Report written to {dest}", highlight=False, soft_wrap=True)
+        if json_out:
+            sys.stdout.write(to_json(outcome.report))
+            sys.stdout.flush()
+
+
+def render_summary(report: Report, console: Console, *, top: int) -> None:
+    """Summary table of a scan report, then its ``top`` largest groups."""
+    stats = report.stats
+    table = Table(title="dedup scan", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("Images found", str(stats["images"] + stats["skipped"]))
+    table.add_row("Skipped", str(stats["skipped"]))
+    for reason, count in sorted(report.skipped_reasons().items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(f"  {reason}", str(count))
+    table.add_row("Duplicate groups", str(stats["groups"]))
+    table.add_row("Duplicate images", str(stats["duplicates"]))
+    table.add_row("Reclaimable", human_bytes(stats["reclaimable_bytes"]))
+    table.add_row("Chain splits", str(stats["chain_splits"]))
+    table.add_row("Extractor", extractor_label(report.extractor))
+    params = report.params
+    if params.get("verified"):
+        candidates = ", ".join(f"{n} ≥ {t['candidate']:.2f}" for n, t in params.get("thresholds", {}).items())
+        table.add_row("Decision", f"keypoints verified (candidates: {candidates})")
+    else:
+        table.add_row("Threshold (cosine similarity)", f"{params['threshold']:.3f}")
+    console.print(table)
+    if not report.groups or top == 0:
+        return
+    base = common_base(report.paths)
+    title = f"Largest groups (top {min(top, len(report.groups))} of {len(report.groups)})"
+    groups = Table(title=title + (f", paths under {base}" if base else ""), title_justify="left")
+    groups.add_column("Group", justify="right")
+    groups.add_column("Image", overflow="fold")
+    groups.add_column("Similarity", justify="right")
+    groups.add_column("Size", justify="right")
+    for g in report.groups[:top]:
+        for i, m in enumerate(g.members):
+            kept = m.path == g.keep
+            groups.add_row(
+                str(g.id) if i == 0 else "",
+                ("[green]keep[/] " if kept else "     ") + escape(shown(m.path, base)),
+                "—" if kept else f"{m.similarity_to_keep:.3f}",
+                f"{m.width}×{m.height}, {human_bytes(m.bytes or 0)}",
+                end_section=i == len(g.members) - 1,
+            )
+    console.print(groups)
