@@ -15,7 +15,7 @@ test: ## run the test suite
 lint: ## ruff + mypy
 	$(BIN)/ruff check dedup tests bench
 	$(BIN)/ruff format --check dedup tests bench
-	$(BIN)/mypy dedup
+	$(BIN)/mypy dedup bench
 
 bench: ## benchmarks on ../shared/data; results in bench/results/ (BENCH_ARGS="--full" for full sizes)
 	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
