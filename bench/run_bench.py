@@ -190,9 +190,9 @@ def bench_grouping() -> dict[str, Any]:
     import numpy as np
 
     from dedup import load_config
-    from dedup.partition import cluster_embeddings
     from dedup.embeddings import Embeddings
     from dedup.metrics import clustering_scores
+    from dedup.partition import cluster_embeddings
     from dedup.pipeline import find_duplicates
 
     rows = []
@@ -459,9 +459,9 @@ def bench_extract() -> dict[str, Any]:
     import numpy as np
 
     from dedup import load_config
+    from dedup.extract import extract_features
     from dedup.features import VGG16Extractor, cpu_has_bf16, model_precision
     from dedup.images import open_image
-    from dedup.extract import extract_features
 
     n = None if OPTIONS["full"] else OPTIONS["extract_n"]
     files = _clothing_files(n)
