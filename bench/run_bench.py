@@ -463,7 +463,7 @@ def bench_extract() -> dict[str, Any]:
     import numpy as np
 
     from dedup import load_config
-    from dedup.features import VGG16Extractor, cpu_has_bf16, model_precision
+    from dedup.features.keras import VGG16Extractor, cpu_has_bf16, model_precision
     from dedup.images import open_image
     from dedup.pipeline import extract_features
 
