@@ -200,6 +200,7 @@ def _main(
 
     Example: dedup scan ~/photos --report duplicates.json
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: quiets its C++ logging
 
 
 ConfigOpt = Annotated[
@@ -1354,4 +1355,5 @@ def cache_clear(config: ConfigOpt = None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: quiets its C++ logging
     app()

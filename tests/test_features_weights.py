@@ -32,6 +32,7 @@ from dedup.features.weights import (
     VGG16_NOTOP_FILENAME,
     VGG16_NOTOP_URL,
     cached_imagenet_weights,
+    fetch_imagenet_weights,
     keras_cache_dir,
 )
 
@@ -167,6 +168,34 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     )
     assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
     assert len(warned) == 1 and "404" in warned[0]
-    assert capsys.readouterr().out == ""  # Keras' cache notice did not go to stdout
+    assert capsys.readouterr() == ("", "")  # Keras' cache notice went nowhere: one warning is enough
     with pytest.raises(WeightsError, match="--weights FILE"):
         make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="none"))
+
+
+@pytest.mark.tf
+def test_a_download_reports_through_warn_only(
+    http_root: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import keras  # noqa: F401
+
+    base, root = http_root
+    data = np.random.default_rng(1).bytes(50_000)
+    (root / "weights_notop.h5").write_bytes(data)
+    app = dataclasses.replace(
+        VGG16_APP,
+        notop_filename="weights_notop.h5",
+        notop_url=f"{base}/weights_notop.h5",
+        notop_md5=hashlib.md5(data).hexdigest(),
+    )
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    capsys.readouterr()
+    warned: list[str] = []
+    path = fetch_imagenet_weights(app, warned.append)
+    assert path == tmp_path / "kh" / "models" / "weights_notop.h5" and path.read_bytes() == data
+    assert capsys.readouterr() == ("", "")  # nothing printed, neither on stdout nor on stderr
+    assert len(warned) == 1 and not set("\n\r\b\x1b") & set(warned[0]), warned
+    assert warned[0].startswith(f"Downloading data from {app.notop_url}"), warned

@@ -232,7 +232,7 @@ class KerasAppExtractor:
             WeightsError: the weights file is missing or is not a Keras weights file.
         """
         if self.weights == "imagenet":
-            path: Path | None = cached_imagenet_weights(self.app) or fetch_imagenet_weights(self.app)
+            path: Path | None = cached_imagenet_weights(self.app) or fetch_imagenet_weights(self.app, warn)
         else:
             path = resolve_weights(self.weights, self.app, warn)
         if path is not None:

@@ -4,7 +4,7 @@ The ImageNet "notop" files are exactly those ``keras.applications`` fetches; ded
 Keras cache itself (no TensorFlow import when the file is there), downloads them with
 ``keras.utils.get_file`` otherwise, and loads any weights file, legacy ``.h5`` or Keras 3
 ``.weights.h5``, into a model. TensorFlow, Keras and h5py are imported inside the functions that need
-them.
+them. Nothing here writes to the terminal: a download's messages go to the ``warn`` callback.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import socket
-import sys
 import tempfile
 import urllib.parse
 import warnings
@@ -90,40 +90,17 @@ def weights_howto(app: KerasApp) -> str:
     )
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr(enabled: bool) -> Iterator[None]:
-    """Silence file descriptor 2 while TensorFlow's native code starts.
-
-    TensorFlow prints start-up lines (absl's "before InitializeLog", oneDNN, CUDA probing) from C++ before
-    ``TF_CPP_MIN_LOG_LEVEL`` takes effect; they would drown the one warning a user should read. Python
-    exceptions are unaffected. Setting ``TF_CPP_MIN_LOG_LEVEL`` yourself keeps them visible.
-    """
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def import_keras(what: str = "the vgg16 extractor") -> Any:
-    """Import Keras (and TensorFlow) with TensorFlow's native logging quietened (see above).
+    """Import Keras (and TensorFlow), or say how to install them.
+
+    TensorFlow's native start-up lines are not silenced here (that would take the process's stderr and
+    environment); the CLI sets ``TF_CPP_MIN_LOG_LEVEL`` before anything imports TensorFlow.
 
     Raises:
         WeightsError: Keras cannot be imported; ``what`` names what needs it.
     """
-    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        with _quiet_native_stderr(quiet and "keras" not in sys.modules):
-            import keras
+        import keras
     except ImportError as e:
         raise WeightsError(
             f"{what} needs TensorFlow and Keras ({e}); install them with "
@@ -133,14 +110,19 @@ def import_keras(what: str = "the vgg16 extractor") -> Any:
 
 
 def _keras_get_file(**kwargs: Any) -> str:
-    """``keras.utils.get_file``; what it prints (download progress, cache notices) goes to stderr, and
-    only when it succeeds, so an offline run shows one warning instead of a failed-download line."""
-    keras = import_keras()
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        path = str(keras.utils.get_file(**kwargs))
-    sys.stderr.write(out.getvalue())
-    return path
+    """``keras.utils.get_file(**kwargs)``: the path of the cached (or just downloaded) file."""
+    return str(import_keras().utils.get_file(**kwargs))
+
+
+# Terminal control sequences (colours of Keras' progress bar) removed from a download's messages.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _one_line(printed: str) -> str:
+    """What Keras printed, as a terminal would end up showing it, on one line: each line's text after its
+    last carriage return or backspace (progress bars redraw themselves), without colours."""
+    lines = (re.split(r"[\r\b]+", line)[-1] for line in _ANSI.sub("", printed).split("\n"))
+    return " ".join(line.strip() for line in lines if line.strip())
 
 
 def _origin_reachable(url: str) -> bool:
@@ -155,8 +137,11 @@ def _origin_reachable(url: str) -> bool:
     return True
 
 
-def fetch_imagenet_weights(app: KerasApp) -> Path:
+def fetch_imagenet_weights(app: KerasApp, warn: WarnFn | None = None) -> Path:
     """Path of ``app``'s ImageNet "notop" weights, from the Keras cache or downloaded into it.
+
+    What Keras prints meanwhile (download progress, cache notices) is passed to ``warn`` as one line, and
+    only when it succeeds, so an offline run shows one warning instead of a failed-download line.
 
     Returns:
         path of the cached file (its md5 checked by Keras).
@@ -176,19 +161,24 @@ def fetch_imagenet_weights(app: KerasApp) -> Path:
     cache = keras_cache_dir()
     with contextlib.suppress(OSError):  # get_file falls back to /tmp/.keras if it cannot write here
         cache.mkdir(parents=True, exist_ok=True)
+    printed = io.StringIO()  # Keras prints to sys.stdout, which may be carrying a JSON report
     try:
-        path = _keras_get_file(
-            fname=app.notop_filename,
-            origin=app.notop_url,
-            cache_subdir="models",
-            file_hash=app.notop_md5,
-            cache_dir=str(cache),
-        )
+        with contextlib.redirect_stdout(printed):
+            path = _keras_get_file(
+                fname=app.notop_filename,
+                origin=app.notop_url,
+                cache_subdir="models",
+                file_hash=app.notop_md5,
+                cache_dir=str(cache),
+            )
     except Exception as e:  # get_file raises a bare Exception for network failures, ValueError for md5
         reason = " ".join(str(e).replace(f" on {app.notop_url}", "").split()) or type(e).__name__
         raise WeightsUnavailableError(
             f"cannot obtain the ImageNet {app.display} weights ({reason})", app=app
         ) from e
+    message = _one_line(printed.getvalue())
+    if message:
+        _warn(warn, message)
     return Path(path)
 
 
@@ -221,7 +211,7 @@ def resolve_weights(spec: str, app: KerasApp, warn: WarnFn | None = None) -> Pat
         spec: "imagenet", "none", or a path to a ``.h5`` (legacy Keras layout, as in the Keras cache) or
             ``.weights.h5`` (Keras 3) file.
         app: the backbone the weights are for.
-        warn: called with a one-line warning for ``none``.
+        warn: called with a one-line warning for ``none`` (and with the messages of a download).
 
     Returns:
         absolute path of the weights file, or None for random initialisation ("none").
@@ -231,7 +221,7 @@ def resolve_weights(spec: str, app: KerasApp, warn: WarnFn | None = None) -> Pat
         WeightsError: the given file does not exist.
     """
     if spec.lower() == "imagenet":
-        return fetch_imagenet_weights(app)
+        return fetch_imagenet_weights(app, warn)
     if spec.lower() == "none":
         _warn(warn, RANDOM_WEIGHTS_WARNING.replace("VGG16", app.display))
         return None
