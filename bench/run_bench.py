@@ -460,7 +460,7 @@ def bench_extract() -> dict[str, Any]:
 
     from dedup import load_config
     from dedup.extract import extract_features
-    from dedup.features import VGG16Extractor, cpu_has_bf16, model_precision
+    from dedup.features.keras import VGG16Extractor, cpu_has_bf16, model_precision
     from dedup.images import open_image
 
     n = None if OPTIONS["full"] else OPTIONS["extract_n"]

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from dedup.errors import ConfigError
+from dedup.features.names import split_names, weight_free_names
 from dedup.keep import KEEP_POLICIES
 
 AUTO = "auto"
@@ -25,9 +26,7 @@ DEFAULT_MAX_PIXELS = 178_956_970
 
 def _check_extractor(key: str, value: Any) -> str:
     """An extractor name, or several joined with '+' (a YAML list is joined the same way), each one a
-    name of :data:`dedup.features.EXTRACTORS` (the part before ':' for parameterised names)."""
-    from dedup.features import split_names  # lazy: dedup.features imports this module
-
+    name of :data:`dedup.features.REGISTRY` (the part before ':' for parameterised names)."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         value = "+".join(v.strip() for v in value)
     if not isinstance(value, str):
@@ -39,14 +38,13 @@ def _check_fallback(key: str, value: Any) -> str:
     """``none`` or weight-free extractor name(s) joined with '+'."""
     if isinstance(value, str) and value == "none":
         return value
-    from dedup.features import EXTRACTORS, WEIGHT_FREE
-
+    weight_free = weight_free_names()
     try:
         names = _check_extractor(key, value)
     except ConfigError:
         names = ""
-    if not names or any(p not in WEIGHT_FREE for p in names.split("+")):
-        allowed = ", ".join(n for n in EXTRACTORS if n in WEIGHT_FREE)
+    if not names or any(p not in weight_free for p in names.split("+")):
+        allowed = ", ".join(weight_free)
         raise ConfigError(
             f"{key}: {value!r} is not allowed; allowed values: none, or weight-free extractors "
             f"({allowed}) joined with '+'"
@@ -112,7 +110,7 @@ class DecodeConfig:
 class FeaturesConfig:
     extractor: str = _opt(
         "vgg16",
-        "feature extractor(s): a name of dedup.features.EXTRACTORS or keras-model:PATH; several joined "
+        "feature extractor(s): a name of dedup.features.REGISTRY or keras-model:PATH; several joined "
         "with '+' are combined",
         check=_check_extractor,
     )

@@ -46,9 +46,9 @@ def view_plan(extractor: Extractor, config: Config, shape: tuple[int, ...]) -> l
     with square prepared arrays, and only with ``features.rotations`` (resolved from ``auto`` by
     :func:`collect_features`).
     """
-    if config.features.rotations is not True or not getattr(extractor, "weight_free", False):
+    if config.features.rotations is not True or not extractor.weight_free:
         return []
-    if getattr(extractor, "orientation_invariant", False) or len(shape) < 2 or shape[0] != shape[1]:
+    if extractor.orientation_invariant or len(shape) < 2 or shape[0] != shape[1]:
         return []
     mirrored = uses_mirror(config.features, extractor)
     return list(ROTATED_VIEWS) + (list(MIRRORED_ROTATED_VIEWS) if mirrored else [])

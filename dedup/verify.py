@@ -338,10 +338,8 @@ def thresholds_for(extractor: Any, config: Config) -> Thresholds:
     default = float(extractor.default_threshold)
     plain = default if config.cluster.threshold == AUTO else float(config.cluster.threshold)
     cand_cfg, sure_cfg = config.verify.candidate_threshold, config.verify.sure_threshold
-    candidate = (
-        float(getattr(extractor, "candidate_threshold", default)) if cand_cfg == AUTO else float(cand_cfg)
-    )
-    sure = float(getattr(extractor, "sure_threshold", default)) if sure_cfg == AUTO else float(sure_cfg)
+    candidate = float(extractor.candidate_threshold) if cand_cfg == AUTO else float(cand_cfg)
+    sure = float(extractor.sure_threshold) if sure_cfg == AUTO else float(sure_cfg)
     return Thresholds(plain=plain, candidate=candidate, sure=sure)
 
 
@@ -350,7 +348,7 @@ def verification_enabled(config: Config, extractors: Sequence[Any]) -> bool:
     weight-free (the offline default, phash+thumb+color); a single extractor keeps its plain threshold."""
     enabled = config.verify.enabled
     if enabled == AUTO:
-        return len(extractors) > 1 and all(getattr(e, "weight_free", False) for e in extractors)
+        return len(extractors) > 1 and all(e.weight_free for e in extractors)
     return bool(enabled)
 
 

@@ -18,9 +18,8 @@ from dedup import load_config
 from dedup.cache import FILENAME, FeatureCache, Row, extractor_identity
 from dedup.pipeline import collect_features, find_duplicates
 
+from helpers import ROOT
 from imagegen import make_photo
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cfg(cache_dir: Path, **overrides):
@@ -285,7 +284,7 @@ while True:  # many transactions of many rows with wrong vectors for the real pa
 
 
 def test_a_writer_killed_mid_write_leaves_no_wrong_vectors(photos, tmp_path):
-    from dedup.features import PHASH_PREPROCESSING
+    from dedup.features.weightfree import PHASH_PREPROCESSING
 
     folder = tmp_path / "c"
     collect_features([photos], cfg(folder))  # the real vectors
@@ -300,7 +299,7 @@ def test_a_writer_killed_mid_write_leaves_no_wrong_vectors(photos, tmp_path):
 
 
 def test_same_identity_writer_killed_mid_write_then_scan_is_correct(photos, tmp_path):
-    from dedup.features import PHASH_PREPROCESSING
+    from dedup.features.weightfree import PHASH_PREPROCESSING
 
     folder = tmp_path / "c"
     files = sorted(photos.iterdir())

@@ -91,7 +91,9 @@ def test_auto_threshold_is_case_insensitive_and_numbers_from_strings():
 
 
 def test_mirror_auto_true_false_and_bad_values():
-    from dedup.features import PHashExtractor, VGG16Extractor, uses_mirror
+    from dedup.features import uses_mirror
+    from dedup.features.keras import VGG16Extractor
+    from dedup.features.weightfree import PHashExtractor
 
     assert load_config().features.mirror == AUTO
     auto = load_config().features
@@ -108,7 +110,7 @@ def test_mirror_auto_true_false_and_bad_values():
 
 
 def test_precision_and_cache_keys():
-    from dedup.features import cpu_has_bf16, model_precision
+    from dedup.features.keras import cpu_has_bf16, model_precision
 
     assert load_config(overrides={"features.precision": "float32"}).features.precision == "float32"
     assert model_precision(load_config(overrides={"features.precision": "bfloat16"}).features) == "bfloat16"

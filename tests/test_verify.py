@@ -16,15 +16,9 @@ from dedup import find_duplicates, load_config
 from dedup.config import AUTO, Config, FeaturesConfig
 from dedup.embeddings import Embeddings
 from dedup.errors import ConfigError
-from dedup.features import (
-    ColorExtractor,
-    PHashExtractor,
-    ThumbExtractor,
-    make_extractor,
-    make_extractors,
-    split_names,
-    trim_borders,
-)
+from dedup.features import make_extractor, make_extractors
+from dedup.features.names import split_names
+from dedup.features.weightfree import ColorExtractor, PHashExtractor, ThumbExtractor, trim_borders
 from dedup.report import Report, from_result
 from dedup.report.files import CSV_COLUMNS, to_csv
 from dedup.verify import (
@@ -301,13 +295,13 @@ def test_report_paths_are_files(verified):
 
 
 def test_offline_vgg16_falls_back_to_the_weight_free_combination(monkeypatch, tmp_path):
-    import dedup.features as features
+    import dedup.features.weights as weights
 
     def offline(**kwargs):
         raise Exception("URL fetch failure")
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(features, "_keras_get_file", offline)
+    monkeypatch.setattr(weights, "_keras_get_file", offline)
     warned: list[str] = []
     extractors = make_extractors(FeaturesConfig(extractor="vgg16+color"), warn=warned.append)
     # the fallback replaces vgg16 in place; color, already asked for, is not added twice

@@ -10,13 +10,13 @@ stderr), 2 usage error (Typer's), 130 interrupted.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
 from dedup import __version__
 from dedup.cli import cache, curate, explore, scan
+from dedup.cli.common import quiet_tensorflow
 
 app = typer.Typer(
     name="dedup",
@@ -30,13 +30,6 @@ app.add_typer(scan.app)
 app.add_typer(curate.app)
 app.add_typer(explore.app)
 app.add_typer(cache.app, name="cache")
-
-
-def _quiet_tensorflow() -> None:
-    """TensorFlow's native start-up lines (CUDA probing, CPU features) would drown the one warning a user
-    should read; they are silenced unless the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves. Only the CLI
-    does this: the library never touches the environment."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _version(value: bool) -> None:
@@ -55,10 +48,10 @@ def _main(
 
     Example: dedup scan ~/photos --report duplicates.json
     """
-    _quiet_tensorflow()
+    quiet_tensorflow()
 
 
 def main() -> None:
     """Console-script entry point."""
-    _quiet_tensorflow()
+    quiet_tensorflow()
     app()

@@ -3,11 +3,15 @@ they become config overrides, and how paths are shown."""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -149,6 +153,67 @@ class ProgressReporter:
             text += f" done in {elapsed:.1f}s"
         self.console.print(text, highlight=False, soft_wrap=True)
         self._last_line[phase] = -1.0 if final else now
+
+
+# ------------------------------------------------------------------------------------------ TensorFlow
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs another loader with file descriptor 2 pointed at /dev/null (Python exceptions still propagate)."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            self.loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Finds ``tensorflow`` like the other finders do, but loads it quietly (see :func:`quiet_tensorflow`)."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "tensorflow":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's native start-up lines (CUDA probing, CPU features) off the terminal, where they would
+    drown the one warning a user should read -- unless the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves.
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` quietens TensorFlow's logging once it has started; what it prints while its
+    libraries load (absl's "All log messages before absl::InitializeLog", "Could not find cuda drivers")
+    comes earlier, so the first ``import tensorflow`` of the process runs with file descriptor 2 silenced.
+    TensorFlow is still imported only when a model is really needed. Only the CLI does this: the library
+    never touches the environment or file descriptors.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if "tensorflow" not in sys.modules and not any(
+        isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 def build_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:

@@ -74,12 +74,12 @@ def test_json_flag_prints_only_json_on_stdout(data):
 
 
 def test_offline_fallback_warns_once_and_report_says_so(cli, data, tmp_path, monkeypatch):
-    import dedup.features as features
+    import dedup.features.weights as weights
 
     def offline(**kwargs):
         raise Exception("URL fetch failure: [Errno -2] Name or service not known")
 
-    monkeypatch.setattr(features, "_keras_get_file", offline)
+    monkeypatch.setattr(weights, "_keras_get_file", offline)
     result = cli("scan", data["root"], "--json")
     assert result.exit_code == 0, result.output
     assert result.stderr.count("Warning:") == 1
@@ -90,12 +90,12 @@ def test_offline_fallback_warns_once_and_report_says_so(cli, data, tmp_path, mon
 
 
 def test_offline_without_fallback_is_a_clear_error(cli, data, monkeypatch):
-    import dedup.features as features
+    import dedup.features.weights as weights
 
     def offline(**kwargs):
         raise Exception("URL fetch failure")
 
-    monkeypatch.setattr(features, "_keras_get_file", offline)
+    monkeypatch.setattr(weights, "_keras_get_file", offline)
     cfg = Path(data["root"]).parent / "nofallback.yaml"
     cfg.write_text("features:\n  offline_fallback: none\n")
     result = cli("scan", data["root"], "--config", str(cfg))

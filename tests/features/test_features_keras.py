@@ -1,4 +1,4 @@
-"""Tests of dedup.features: phash properties, VGG16 weight loading for real, the offline fallback.
+"""Tests of dedup.features.keras: VGG16 and ResNet50 weight loading for real, keras-model:PATH, precision.
 
 TensorFlow tests are marked ``tf``; they share one session-scoped pair of random VGG16 weight files (Keras 3
 ``.weights.h5`` and the legacy ``.h5`` layout of the Keras cache) at a 64 px input to save CPU.
@@ -6,15 +6,7 @@ TensorFlow tests are marked ``tf``; they share one session-scoped pair of random
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
-import http.server
-import io
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,264 +16,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedup import features
 from dedup.config import FeaturesConfig
 from dedup.errors import ConfigError, WeightsError
-from dedup.features import (
-    EXTRACTORS,
-    PHASH_DEFAULT_THRESHOLD,
+from dedup.features import make_extractor, make_extractors
+from dedup.features import weights as weights_module
+from dedup.features.keras import (
     RANDOM_WEIGHTS_SEED,
+    RESNET50_DEFAULT_THRESHOLD,
+    RESNET50_PREPROCESSING,
     VGG16_DEFAULT_THRESHOLD,
+    KerasModelExtractor,
+    ResNet50Extractor,
+    VGG16Extractor,
+    preprocess,
+)
+from dedup.features.weights import (
+    RESNET50_NOTOP_FILENAME,
+    RESNET50_NOTOP_MD5,
+    RESNET50_NOTOP_URL,
     VGG16_NOTOP_FILENAME,
     VGG16_NOTOP_MD5,
     VGG16_NOTOP_URL,
-    PHashExtractor,
-    VGG16Extractor,
-    keras_cache_dir,
-    make_extractor,
-    make_extractors,
 )
 
-from imagegen import crop_fraction, jpeg_bytes, make_photo
+from imagegen import make_photo
 
 SIDE = 64  # VGG16 input side in the tf tests (small: 2 shared CPU cores)
-OFFLINE = "URL fetch failure on {}: None -- [Errno -2] Name or service not known"  # what keras raises
-
-
-def _reencoded(image: Image.Image, quality: int) -> Image.Image:
-    return Image.open(io.BytesIO(jpeg_bytes(image, quality=quality))).convert("RGB")
-
-
-def _phash(images: list[Image.Image], hash_size: int = 16) -> np.ndarray:
-    ext = PHashExtractor(hash_size)
-    return ext.embed(np.stack([ext.prepare(im) for im in images]))
-
-
-class _Warnings(list[str]):
-    def __call__(self, message: str) -> None:
-        self.append(message)
-
-
-# --------------------------------------------------------------------------------------------------- import
-
-
-def test_import_does_not_load_tensorflow() -> None:
-    code = "import dedup.features, sys; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
-# --------------------------------------------------------------------------------------------------- phash
-
-
-def test_phash_identical_image_has_similarity_exactly_one() -> None:
-    photo = make_photo(1)
-    v = _phash([photo, photo.copy()])
-    assert float(v[0] @ v[1]) == 1.0
-    assert np.array_equal(v[0], v[1])
-
-
-def test_phash_vectors_are_plus_minus_one_over_sqrt_dim_and_unit_norm() -> None:
-    v = _phash([make_photo(s) for s in range(4)])
-    assert v.dtype == np.float32 and v.shape == (4, 256)
-    assert set(np.unique(v).tolist()) == {-1 / 16, 1 / 16}
-    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-6)
-    # the median split sets about half of the bits
-    assert all(100 <= int((row > 0).sum()) <= 156 for row in v)
-
-
-@pytest.mark.parametrize("variant", ["jpeg_q30", "half_size", "jpeg_q50_of_half_size"])
-def test_phash_near_duplicates_are_similar(variant: str) -> None:
-    photo = make_photo(7)
-    half = photo.resize((160, 120), Image.Resampling.BILINEAR)
-    other = {
-        "jpeg_q30": _reencoded(photo, 30),
-        "half_size": half,
-        "jpeg_q50_of_half_size": _reencoded(half, 50),
-    }[variant]
-    v = _phash([photo, other])
-    assert float(v[0] @ v[1]) > 0.85
-
-
-def test_phash_unrelated_images_are_dissimilar() -> None:
-    v = _phash([make_photo(s) for s in range(10, 16)])
-    sims = v @ v.T
-    off_diagonal = sims[~np.eye(len(v), dtype=bool)]
-    assert off_diagonal.max() < 0.6
-
-
-def test_phash_cosine_equals_one_minus_twice_hamming_over_bits() -> None:
-    photo = make_photo(3)
-    v = _phash([photo, crop_fraction(photo, 0.08)])
-    bits = v.shape[1]
-    hamming = int(np.count_nonzero((v[0] > 0) != (v[1] > 0)))
-    assert 0 < hamming < bits // 2  # a non-trivial example
-    assert float(v[0] @ v[1]) == 1 - 2 * hamming / bits  # exact: every term is a multiple of 1/256
-
-
-def test_phash_threshold_constant_in_hamming_terms() -> None:
-    # 0.70 means at most 15 % of the bits differ: 38 of 256 (imagededup's default is 10 of 64)
-    bits = 256
-    assert max(h for h in range(bits + 1) if 1 - 2 * h / bits >= PHASH_DEFAULT_THRESHOLD) == 38
-
-
-def test_phash_hash_size_sets_dim_and_sizes() -> None:
-    ext = PHashExtractor(32)
-    assert (ext.dim, ext.image_size, ext.decode_size) == (1024, 128, 128)
-    prepared = ext.prepare(make_photo(2))
-    assert prepared.shape == (128, 128) and prepared.dtype == np.float32
-    v = ext.embed(prepared[None])
-    assert v.shape == (1, 1024)
-    np.testing.assert_allclose(np.linalg.norm(v), 1.0, atol=1e-6)
-
-
-def test_phash_embed_checks_shape_and_accepts_empty_batch() -> None:
-    ext = PHashExtractor(16)
-    assert ext.embed(np.zeros((0, 64, 64), np.float32)).shape == (0, 256)
-    with pytest.raises(ValueError, match="shape"):
-        ext.embed(np.zeros((2, 32, 32), np.float32))
-
-
-def test_phash_prepare_accepts_any_mode() -> None:
-    ext = PHashExtractor(16)
-    rgba = make_photo(4).convert("RGBA")
-    assert np.array_equal(ext.prepare(rgba), ext.prepare(rgba.convert("RGB")))
-
-
-def test_make_extractor_phash_info() -> None:
-    ext = make_extractor(FeaturesConfig(extractor="phash", hash_size=16))
-    assert isinstance(ext, PHashExtractor)
-    assert ext.default_threshold == PHASH_DEFAULT_THRESHOLD
-    info = ext.info()
-    assert info["name"] == "phash" and info["requested"] == "phash"
-    assert info["fallback_used"] is False and info["fallback_reason"] is None
-    assert info["weights"] is None and info["pooling"] is None
-    assert (info["input_size"], info["dim"], info["hash_size"]) == (64, 256, 16)
-    assert info["preprocessing"]
-
-
-# --------------------------------------------------------------------------------------------------- registry
-
-
-def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
-    with pytest.raises(
-        ConfigError, match="allowed values: vgg16, resnet50, keras-model:PATH, phash, thumb, color"
-    ):
-        make_extractor(FeaturesConfig(extractor="resnet9"))
-    with pytest.raises(ConfigError, match="keras-model needs a PATH"):
-        make_extractor(FeaturesConfig(extractor="keras-model:"))
-
-
-def test_registry_accepts_new_extractors(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[str] = []
-
-    def factory(cfg: FeaturesConfig, warn: Any) -> PHashExtractor:
-        seen.append(cfg.extractor)
-        return PHashExtractor(cfg.hash_size)
-
-    monkeypatch.setitem(EXTRACTORS, "keras-model", factory)
-    ext = make_extractor(FeaturesConfig(extractor="keras-model:/models/net.keras", hash_size=20))
-    assert seen == ["keras-model:/models/net.keras"]
-    assert ext.dim == 400
-
-
-# ------------------------------------------------------------------------------------------ weights (no TF)
-
-
-def test_keras_cache_dir_follows_keras_home_at_call_time(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    assert keras_cache_dir() == tmp_path / "kh"
-    monkeypatch.delenv("KERAS_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert keras_cache_dir() == tmp_path / ".keras"
-
-
-def test_missing_weights_file_is_a_weights_error_naming_it(tmp_path: Path) -> None:
-    missing = tmp_path / "nowhere" / "vgg.h5"
-    with pytest.raises(WeightsError, match="not found") as err:
-        make_extractor(FeaturesConfig(weights=str(missing)))
-    assert str(missing) in str(err.value)
-
-
-@pytest.mark.parametrize("kind", ["random_bytes", "empty", "hdf5_without_keras_layout"])
-def test_garbage_weights_file_is_a_weights_error(tmp_path: Path, kind: str) -> None:
-    path = tmp_path / "weights.h5"
-    if kind == "random_bytes":
-        path.write_bytes(np.random.default_rng(0).bytes(4096))
-    elif kind == "empty":
-        path.write_bytes(b"")
-    else:
-        import h5py
-
-        with h5py.File(path, "w") as f:
-            f["something"] = np.arange(10)
-    with pytest.raises(WeightsError, match="Keras weights") as err:
-        make_extractor(FeaturesConfig(weights=str(path)))
-    assert str(path) in str(err.value)
-
-
-def _offline(*_: Any, **__: Any) -> str:
-    raise Exception(OFFLINE.format(VGG16_NOTOP_URL))
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        Exception(OFFLINE.format(VGG16_NOTOP_URL)),  # keras.utils.get_file without network
-        ValueError("Incomplete or corrupted file detected. The md5 file hash does not match"),  # bad download
-        TimeoutError("timed out"),  # raised as-is from urlretrieve
-    ],
-)
-def test_imagenet_unavailable_falls_back_to_phash_with_one_warning(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception
-) -> None:
-    def get_file(**_: Any) -> str:
-        raise error
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(features, "_keras_get_file", get_file)
-    warned = _Warnings()
-    ext = make_extractor(
-        FeaturesConfig(weights="imagenet", offline_fallback="phash", hash_size=16), warn=warned
-    )
-    assert isinstance(ext, PHashExtractor)
-    assert len(warned) == 1 and "\n" not in warned[0]
-    message = warned[0]
-    for needle in (
-        "cannot obtain the ImageNet VGG16 weights",
-        "phash",
-        VGG16_NOTOP_URL,
-        "--weights",
-        str(tmp_path / "keras" / "models" / VGG16_NOTOP_FILENAME),
-    ):
-        assert needle in message
-    info = ext.info()
-    assert info["fallback_used"] is True and info["requested"] == "vgg16" and info["name"] == "phash"
-    assert info["fallback_reason"]
-    assert ext.default_threshold == PHASH_DEFAULT_THRESHOLD
-
-
-def test_imagenet_unavailable_without_fallback_says_how_to_supply_weights(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(features, "_keras_get_file", _offline)
-    warned = _Warnings()
-    with pytest.raises(WeightsError) as err:
-        make_extractor(FeaturesConfig(weights="imagenet", offline_fallback="none"), warn=warned)
-    message = str(err.value)
-    assert "cannot obtain the ImageNet VGG16 weights" in message
-    assert VGG16_NOTOP_URL in message and "--weights FILE" in message
-    assert str(tmp_path / "keras" / "models" / VGG16_NOTOP_FILENAME) in message
-    assert warned == []
+RESNET_SIDE = 32  # the smallest input Keras' ResNet50 accepts: 2 shared CPU cores
 
 
 def test_vgg16_prepare_resizes_the_whole_image() -> None:
@@ -402,8 +163,8 @@ def test_imagenet_file_from_keras_cache_goes_through_the_same_loader(
         return str(random_vgg.legacy_file)
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    monkeypatch.setattr(features, "_keras_get_file", get_file)
-    monkeypatch.setattr(features, "_origin_reachable", lambda url: True)  # as on a machine with network
+    monkeypatch.setattr(weights_module, "_keras_get_file", get_file)
+    monkeypatch.setattr(weights_module, "_origin_reachable", lambda url: True)  # as on a machine with network
     ext = _vgg("imagenet")
     assert calls == [
         {
@@ -433,9 +194,9 @@ def test_pooling_max_and_avg_give_different_unit_vectors(random_vgg: _RandomVGG)
 
 @pytest.mark.tf
 def test_random_weights_warn_and_are_deterministic(random_vgg: _RandomVGG) -> None:
-    warned = _Warnings()
+    warned: list[str] = []
     first = _vgg("none").embed(random_vgg.batch)
-    ext = make_extractor(FeaturesConfig(weights="none", input_size=SIDE), warn=warned)
+    ext = make_extractor(FeaturesConfig(weights="none", input_size=SIDE), warn=warned.append)
     assert len(warned) == 1 and "untrained VGG16" in warned[0] and "meaningless" in warned[0]
     np.testing.assert_array_equal(ext.embed(random_vgg.batch), first)
     info = ext.info()
@@ -487,113 +248,7 @@ def test_weights_that_do_not_fit_are_a_weights_error(
     assert str(path) in str(err.value)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def http_404(tmp_path: Path) -> Iterator[str]:
-    """Base URL of a local HTTP server that answers 404 to everything (an empty directory)."""
-    empty = tmp_path / "www"
-    empty.mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(empty))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.mark.tf
-def test_offline_fallback_is_decided_without_importing_tensorflow(tmp_path: Path) -> None:
-    # A fresh process with an empty Keras cache and an unresolvable weights host: the fallback happens
-    # before TensorFlow is imported (it would cost seconds on every offline scan).
-    code = (
-        "import sys\n"
-        "from dedup import features\n"
-        "from dedup.config import FeaturesConfig\n"
-        "features._origin_reachable = lambda url: False\n"
-        "warned = []\n"
-        "exts = features.make_extractors(FeaturesConfig(), warned.append, lazy=True)\n"
-        "assert [e.name for e in exts] == ['phash', 'thumb', 'color'], exts\n"
-        "assert len(warned) == 1 and 'cannot be reached' in warned[0], warned\n"
-        "assert 'tensorflow' not in sys.modules\n"
-    )
-    env = {**os.environ, "KERAS_HOME": str(tmp_path / "kh")}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
-
-
-def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
-    http_404: str,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    random_vgg: _RandomVGG,
-) -> None:
-    # The real keras.utils.get_file, pointed at a local server that has no weights: deterministic with or
-    # without internet, and no 58 MB download. A random file sits in the cache under the ImageNet name:
-    # its md5 does not match, so Keras must not use it (it tries to re-download, which fails).
-    import keras.src.applications.vgg16 as keras_vgg16
-
-    assert keras_vgg16.WEIGHTS_PATH_NO_TOP == VGG16_NOTOP_URL  # same file as keras.applications.VGG16
-    home = tmp_path / "kh"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / VGG16_NOTOP_FILENAME).write_bytes(random_vgg.legacy_file.read_bytes())
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.setattr(
-        features.VGG16Extractor,
-        "app",
-        dataclasses.replace(features.VGG16_APP, notop_url=f"{http_404}/{VGG16_NOTOP_FILENAME}"),
-    )
-    warned = _Warnings()
-    ext = make_extractor(
-        FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="phash"), warn=warned
-    )
-    assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
-    assert len(warned) == 1 and "404" in warned[0]
-    assert capsys.readouterr().out == ""  # Keras' cache notice went to stderr, not stdout
-    with pytest.raises(WeightsError, match="--weights FILE"):
-        make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="none"))
-
-
 # ------------------------------------------------------------------------------------------------ resnet50
-
-RESNET_SIDE = 32  # the smallest input Keras' ResNet50 accepts: 2 shared CPU cores
-
-
-@pytest.mark.tf
-def test_resnet50_constants_match_keras() -> None:
-    from keras.src.applications import resnet
-
-    assert features.RESNET50_NOTOP_URL == resnet.BASE_WEIGHTS_PATH + features.RESNET50_NOTOP_FILENAME
-    assert resnet.WEIGHTS_HASHES["resnet50"][1] == features.RESNET50_NOTOP_MD5
-    assert features.RESNET50_APP.notop_url == features.RESNET50_NOTOP_URL
-
-
-def test_resnet50_imagenet_unavailable_falls_back_with_its_own_howto(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(features, "_keras_get_file", _offline)
-    warned = _Warnings()
-    exts = make_extractors(FeaturesConfig(extractor="resnet50"), warn=warned)
-    assert [e.name for e in exts] == ["phash", "thumb", "color"]  # the default offline_fallback
-    assert isinstance(exts[0], PHashExtractor)
-    assert all(e.info()["requested"] == "resnet50" and e.info()["fallback_used"] for e in exts)
-    assert len(warned) == 1
-    for needle in (
-        "cannot obtain the ImageNet ResNet50 weights",
-        features.RESNET50_NOTOP_URL,
-        str(tmp_path / "keras" / "models" / features.RESNET50_NOTOP_FILENAME),
-    ):
-        assert needle in warned[0]
-    with pytest.raises(WeightsError, match="to use ResNet50"):
-        make_extractor(FeaturesConfig(extractor="resnet50", offline_fallback="none"))
 
 
 @dataclass(frozen=True)
@@ -633,7 +288,7 @@ def random_resnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_RandomR
     with h5py.File(legacy_file, "w") as f, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    prep = features.ResNet50Extractor(input_size=side)
+    prep = ResNet50Extractor(input_size=side)
     batch = np.stack([prep.prepare(make_photo(seed)) for seed in range(3)])
     out = np.asarray(model(keras.applications.resnet50.preprocess_input(batch.copy()), training=False))
     expected = out / np.linalg.norm(out, axis=1, keepdims=True)
@@ -656,25 +311,25 @@ def test_resnet50_weights_really_load(
             return str(random_resnet.legacy_file)
 
         monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-        monkeypatch.setattr(features, "_keras_get_file", get_file)
-        monkeypatch.setattr(features, "_origin_reachable", lambda url: True)  # as with network
+        monkeypatch.setattr(weights_module, "_keras_get_file", get_file)
+        monkeypatch.setattr(weights_module, "_origin_reachable", lambda url: True)  # as with network
         weights = "imagenet"
     ext = make_extractor(FeaturesConfig(extractor="resnet50", weights=weights, input_size=RESNET_SIDE))
-    assert isinstance(ext, features.ResNet50Extractor)
+    assert isinstance(ext, ResNet50Extractor)
     vectors = ext.embed(random_resnet.batch)
     assert vectors.shape == (3, 2048) and ext.dim == 2048
     np.testing.assert_allclose(vectors, random_resnet.expected, atol=1e-4)
     info = ext.info()
     assert (info["name"], info["input_size"], info["fallback_used"]) == ("resnet50", RESNET_SIDE, False)
-    assert info["preprocessing"] == features.RESNET50_PREPROCESSING
-    assert ext.default_threshold == features.RESNET50_DEFAULT_THRESHOLD
+    assert info["preprocessing"] == RESNET50_PREPROCESSING
+    assert ext.default_threshold == RESNET50_DEFAULT_THRESHOLD
     if which == "imagenet_cache":
         assert calls == [
             {
-                "fname": features.RESNET50_NOTOP_FILENAME,
-                "origin": features.RESNET50_NOTOP_URL,
+                "fname": RESNET50_NOTOP_FILENAME,
+                "origin": RESNET50_NOTOP_URL,
                 "cache_subdir": "models",
-                "file_hash": features.RESNET50_NOTOP_MD5,
+                "file_hash": RESNET50_NOTOP_MD5,
                 "cache_dir": str(tmp_path / "kh"),
             }
         ]
@@ -686,8 +341,10 @@ def test_resnet50_rejects_vgg16_weights_and_random_weights_are_not_degenerate(ra
         make_extractor(
             FeaturesConfig(extractor="resnet50", weights=str(random_vgg.legacy_file), input_size=RESNET_SIDE)
         )
-    warned = _Warnings()
-    ext = make_extractor(FeaturesConfig(extractor="resnet50", weights="none", input_size=RESNET_SIDE), warned)
+    warned: list[str] = []
+    ext = make_extractor(
+        FeaturesConfig(extractor="resnet50", weights="none", input_size=RESNET_SIDE), warned.append
+    )
     assert len(warned) == 1 and "untrained ResNet50" in warned[0]
     prep = np.stack([ext.prepare(make_photo(s)) for s in range(2)])
     v = ext.embed(prep)
@@ -741,7 +398,7 @@ def test_keras_model_feature_map_is_pooled(keras_models: dict[str, Path], poolin
     import keras
 
     ext = _keras_model(keras_models["conv"], pooling=pooling, preprocessing="scale01")
-    assert isinstance(ext, features.KerasModelExtractor)
+    assert isinstance(ext, KerasModelExtractor)
     assert ext.dim == 6 and ext.decode_size == 24
     prepared = ext.prepare(make_photo(1))
     assert prepared.shape == (24, 20, 3)  # (height, width) from the model's input shape
@@ -829,3 +486,38 @@ def test_bfloat16_precision_gives_nearly_the_fp32_vectors() -> None:
     assert bf16.info()["precision"] == "bfloat16" and fp32.info()["precision"] == "float32"
     with pytest.raises(ConfigError, match="features.precision"):
         VGG16Extractor(SIDE, "avg", "none", "float16")
+
+
+# ------------------------------------------------------------------------------------------ no TensorFlow
+
+
+def test_preprocess_without_tensorflow_modes_and_unknown_mode() -> None:
+    x = np.full((1, 2, 2, 3), 255.0, np.float32)
+    out = preprocess(x, "none")
+    assert np.array_equal(out, x) and out is not x
+    np.testing.assert_array_equal(preprocess(x, "scale01"), np.ones_like(x))
+    with pytest.raises(
+        ConfigError, match="features.preprocessing: 'bgr' is not allowed; allowed values: auto"
+    ):
+        preprocess(x, "bgr")
+
+
+@pytest.mark.tf
+def test_lazy_vgg16_is_built_by_ensure_loaded(random_vgg: _RandomVGG) -> None:
+    from dedup.features import ensure_loaded
+
+    (ext,) = make_extractors(FeaturesConfig(weights=str(random_vgg.legacy_file), input_size=SIDE), lazy=True)
+    assert isinstance(ext, VGG16Extractor) and ext.model_ is None
+    assert ext.info()["weights_file"] == str(random_vgg.legacy_file)  # complete before the model is built
+    ensure_loaded(ext)
+    model = ext.model_
+    ensure_loaded(ext)  # idempotent
+    assert ext.model_ is model
+    np.testing.assert_allclose(ext.embed(random_vgg.batch), random_vgg.expected, atol=1e-5)
+
+
+@pytest.mark.tf
+def test_keras_model_load_is_a_no_op_once_built(keras_models: dict[str, Path]) -> None:
+    ext = _keras_model(keras_models["conv"])
+    model = ext.model_
+    assert ext.load() is ext and ext.model_ is model

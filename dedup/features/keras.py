@@ -1,0 +1,549 @@
+"""The Keras extractors: ``vgg16`` and ``resnet50`` (Keras applications) and ``keras-model:PATH``.
+
+VGG16 and ResNet50 are one :class:`KerasAppExtractor` parameterised by a :class:`KerasApp` (constructor,
+weights file name / URL / md5, preprocessing, default threshold); ``keras-model:PATH`` is any saved Keras
+model (:class:`KerasModelExtractor`). TensorFlow/Keras is imported inside the methods that run a model, so
+importing this module stays fast; the weights files are found and loaded by :mod:`dedup.features.weights`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from dedup.embeddings import l2_normalize
+from dedup.errors import ConfigError, WeightsError
+from dedup.features.weights import (
+    RESNET50_NOTOP_FILENAME,
+    RESNET50_NOTOP_MD5,
+    RESNET50_NOTOP_URL,
+    VGG16_NOTOP_FILENAME,
+    VGG16_NOTOP_MD5,
+    VGG16_NOTOP_URL,
+    cached_imagenet_weights,
+    fetch_imagenet_weights,
+    file_hash,
+    import_keras,
+    load_weights_file,
+    resolve_weights,
+    weights_layout,
+)
+
+if TYPE_CHECKING:
+    from dedup.config import FeaturesConfig
+    from dedup.features.names import WarnFn
+
+# Cosine similarity at or above which two VGG16 (global-average-pooled, ImageNet) vectors are called
+# duplicates. 0.90 is the customary threshold for VGG16-GAP near-duplicate search; it could not be
+# calibrated here because the ImageNet weights cannot be downloaded offline.
+VGG16_DEFAULT_THRESHOLD = 0.90
+
+# ResNet50 (global-average-pooled, ImageNet) vectors: the same customary 0.90, equally uncalibrated offline.
+RESNET50_DEFAULT_THRESHOLD = 0.90
+
+# A user's own Keras model: nothing is known about its vectors; 0.90 is a starting point, set --threshold.
+KERAS_MODEL_DEFAULT_THRESHOLD = 0.90
+
+# Loose "candidate" and "sure" thresholds of the verify stage (dedup.verify), as for the weight-free
+# extractors; the same uncalibrated values for every backbone.
+VGG16_CANDIDATE_THRESHOLD = 0.80  # not calibrated (no ImageNet weights offline)
+VGG16_SURE_THRESHOLD = 0.97  # not calibrated (no ImageNet weights offline)
+
+# Seed of the random weights used with ``weights: none`` (deterministic across runs).
+RANDOM_WEIGHTS_SEED = 0
+
+# Bump when prepare()/embed() change in a way that changes the vectors (feature-cache identity).
+VGG16_PREPROCESSING = "vgg16/resize-bilinear/caffe/v1"
+RESNET50_PREPROCESSING = "resnet50/resize-bilinear/caffe/v1"
+KERAS_MODEL_PREPROCESSING = "keras-model/resize-bilinear/{mode}/v1"
+
+# features.preprocessing values for keras-model:PATH: keras.applications.imagenet_utils modes, plus "none"
+# (the model gets RGB 0..255) and "scale01" (RGB / 255). "auto" = the model's own for vgg16/resnet50, none
+# for keras-model.
+PREPROCESSING_MODES = ("auto", "none", "scale01", "caffe", "tf", "torch")
+
+
+# ------------------------------------------------------------------------------------------------- backbones
+
+
+@dataclass(frozen=True)
+class KerasApp:
+    """What differs between the Keras-applications backbones dedup offers (VGG16, ResNet50).
+
+    Attributes:
+        name: extractor name ("vgg16").
+        display: name in messages ("VGG16").
+        constructor: attribute of ``keras.applications`` building the model ("VGG16").
+        module: attribute of ``keras.applications`` holding its ``preprocess_input`` ("vgg16").
+        dim: length of the pooled feature vector.
+        notop_filename, notop_url, notop_md5: the ImageNet "notop" weights exactly as Keras fetches them.
+        default_threshold: cosine similarity used when ``cluster.threshold`` is auto.
+        preprocessing: identity of prepare()+embed() for reports and caches.
+        top_layers: layer names only a with-top weights file has (for a clearer error).
+    """
+
+    name: str
+    display: str
+    constructor: str
+    module: str
+    dim: int
+    notop_filename: str
+    notop_url: str
+    notop_md5: str
+    default_threshold: float
+    preprocessing: str
+    top_layers: frozenset[str]
+
+
+VGG16_APP = KerasApp(
+    name="vgg16",
+    display="VGG16",
+    constructor="VGG16",
+    module="vgg16",
+    dim=512,
+    notop_filename=VGG16_NOTOP_FILENAME,
+    notop_url=VGG16_NOTOP_URL,
+    notop_md5=VGG16_NOTOP_MD5,
+    default_threshold=VGG16_DEFAULT_THRESHOLD,
+    preprocessing=VGG16_PREPROCESSING,
+    top_layers=frozenset({"fc1", "fc2", "predictions"}),
+)
+
+RESNET50_APP = KerasApp(
+    name="resnet50",
+    display="ResNet50",
+    constructor="ResNet50",
+    module="resnet50",
+    dim=2048,
+    notop_filename=RESNET50_NOTOP_FILENAME,
+    notop_url=RESNET50_NOTOP_URL,
+    notop_md5=RESNET50_NOTOP_MD5,
+    default_threshold=RESNET50_DEFAULT_THRESHOLD,
+    preprocessing=RESNET50_PREPROCESSING,
+    top_layers=frozenset({"predictions", "fc1000"}),
+)
+
+
+def _init_random(model: Any, seed: int) -> None:
+    """Deterministic random weights from a numpy seed, following Keras' default initialisers.
+
+    Kernels (conv and dense) get Glorot-uniform values; every other array keeps the constant Keras gives it
+    at construction (zero biases, batch-norm gamma/variance 1 and beta/mean 0), or zeros if not constant.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.get_weights():
+        if w.ndim in (2, 4):  # kernel (kh, kw, c_in, c_out) or (n_in, n_out)
+            receptive = w.shape[0] * w.shape[1] if w.ndim == 4 else 1
+            fan_in, fan_out = (w.shape[2], w.shape[3]) if w.ndim == 4 else (w.shape[0], w.shape[1])
+            limit = np.sqrt(6.0 / (receptive * (fan_in + fan_out)))
+            values.append(rng.uniform(-limit, limit, size=w.shape).astype(w.dtype))
+        elif w.size and np.all(w == w.flat[0]):
+            values.append(w.copy())
+        else:
+            values.append(np.zeros_like(w))
+    model.set_weights(values)
+
+
+def _resize_rgb(image: Image.Image, width: int, height: int) -> np.ndarray:
+    """The whole image (no crop, aspect ratio not kept) resized with BILINEAR: float32 (h, w, 3), 0..255."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return np.asarray(rgb.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------- keras applications
+
+
+class KerasAppExtractor:
+    """A Keras-applications backbone without its top, global pooling, its own preprocessing.
+
+    ``prepare`` resizes the whole image (no crop, aspect ratio not kept) to ``input_size`` square with
+    Pillow's BILINEAR filter (antialiased when shrinking); ``embed`` applies the application's
+    ``preprocess_input`` (for VGG16 and ResNet50: RGB->BGR, ImageNet mean subtracted), runs the model and
+    L2-normalises the rows. Subclasses only set :attr:`app`.
+
+    ``__init__`` only stores parameters; :meth:`build` resolves and loads the weights.
+
+    Args:
+        input_size: side in pixels of the square model input (>= 32).
+        pooling: "avg" or "max" global pooling of the last feature map.
+        weights: "imagenet", "none" or a path to a weights file (see :func:`resolve_weights`).
+    """
+
+    app: KerasApp = VGG16_APP
+    weight_free = False
+    orientation_invariant = False
+    candidate_threshold = VGG16_CANDIDATE_THRESHOLD  # the same uncalibrated values for every backbone
+    sure_threshold = VGG16_SURE_THRESHOLD
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        pooling: str = "avg",
+        weights: str = "imagenet",
+        precision: str = "float32",
+    ) -> None:
+        if pooling not in ("avg", "max"):
+            raise ConfigError(f"features.pooling: {pooling!r} is not allowed; allowed values: avg, max")
+        if input_size < 32:
+            raise ConfigError(
+                f"features.input_size: {input_size!r} is out of range; allowed values: 32 or more"
+            )
+        if precision not in ("float32", "bfloat16"):
+            raise ConfigError(
+                f"features.precision: {precision!r} is not allowed; allowed values: float32, bfloat16"
+            )
+        self.name = self.app.name
+        self.dim = self.app.dim
+        self.input_size = input_size
+        self.precision = precision
+        self.pooling = pooling
+        self.weights = weights.lower() if weights.lower() in ("imagenet", "none") else weights
+        self.default_threshold = self.app.default_threshold
+        self.decode_size: int | None = input_size
+        self.model_: Any = None
+        self.weights_path_: Path | None = None
+        self.resolved_ = False
+        self._weights_sha256: str | None = None
+
+    def build(self, warn: WarnFn | None = None) -> KerasAppExtractor:
+        """Resolve the weights (before importing TensorFlow when possible), build the model, load them.
+
+        Raises:
+            WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
+            WeightsError: the weights file is missing or does not fit.
+        """
+        return self.resolve(warn).load()
+
+    def resolve(self, warn: WarnFn | None = None) -> KerasAppExtractor:
+        """Find and check the weights file without building the model, so :meth:`info` is complete.
+
+        TensorFlow is not imported when the weights are a file, ``none``, or ImageNet weights already in the
+        Keras cache (checked against their md5 here); only a missing ImageNet file needs Keras (to download
+        it). This is what lets a scan served entirely from the feature cache skip TensorFlow.
+
+        Raises:
+            WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
+            WeightsError: the weights file is missing or is not a Keras weights file.
+        """
+        if self.weights == "imagenet":
+            path: Path | None = cached_imagenet_weights(self.app) or fetch_imagenet_weights(self.app, warn)
+        else:
+            path = resolve_weights(self.weights, self.app, warn)
+        if path is not None:
+            weights_layout(path)  # reject garbage before paying for the TensorFlow import
+        self.weights_path_ = path
+        self.resolved_ = True
+        return self
+
+    def load(self) -> KerasAppExtractor:
+        """Build the model and load the resolved weights (idempotent; resolves first if needed).
+
+        Raises:
+            WeightsError: the weights do not fit.
+        """
+        if self.model_ is not None:
+            return self
+        if not self.resolved_:
+            self.resolve()
+        path = self.weights_path_
+        keras = import_keras(f"the {self.name} extractor")
+        side = self.input_size
+        constructor = getattr(keras.applications, self.app.constructor)
+        previous = keras.config.dtype_policy()
+        if self.precision == "bfloat16":  # bf16 compute, float32 variables: the same weight files load
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = constructor(
+                include_top=False, weights=None, pooling=self.pooling, input_shape=(side, side, 3)
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
+        if path is None:
+            _init_random(model, RANDOM_WEIGHTS_SEED)
+        else:
+            load_weights_file(model, path, self.app)
+        self.model_ = model
+        self.weights_path_ = path
+        return self
+
+    def info(self) -> dict[str, Any]:
+        """Keys: name, weights ("imagenet" | file path | "none"), weights_file, weights_sha256 (computed on
+        first call; None for "none"), pooling, input_size, dim, preprocessing, fallback_used (False),
+        requested (the name), seed (for "none"), precision ("float32" | "bfloat16")."""
+        if self.weights_path_ is not None and self._weights_sha256 is None:
+            self._weights_sha256 = file_hash(self.weights_path_, "sha256")
+        weights = self.weights
+        if weights not in ("imagenet", "none"):
+            weights = str(self.weights_path_ or weights)
+        return {
+            "name": self.name,
+            "weights": weights,
+            "weights_file": None if self.weights_path_ is None else str(self.weights_path_),
+            "weights_sha256": self._weights_sha256,
+            "pooling": self.pooling,
+            "input_size": self.input_size,
+            "dim": self.dim,
+            "preprocessing": self.app.preprocessing,
+            "fallback_used": False,
+            "requested": self.name,
+            "seed": RANDOM_WEIGHTS_SEED if self.weights == "none" else None,
+            "precision": self.precision,
+        }
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Resize the whole image to the model input.
+
+        Returns:
+            float32 array of shape (input_size, input_size, 3), RGB values 0..255.
+        """
+        return _resize_rgb(image, self.input_size, self.input_size)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a batch of prepared images (the batch itself is not modified).
+
+        Args:
+            batch: array of shape (n, input_size, input_size, 3), RGB 0..255.
+
+        Returns:
+            float32 array of shape (n, dim), L2-normalised rows.
+        """
+        if self.model_ is None:
+            raise RuntimeError(f"{type(self).__name__}.build() must be called before embed()")
+        side = self.input_size
+        x = np.array(batch, dtype=np.float32, copy=True)  # preprocess_input works in place
+        if x.ndim != 4 or x.shape[1:] != (side, side, 3):
+            raise ValueError(f"{self.name} expects a batch of shape (n, {side}, {side}, 3), got {x.shape}")
+        if len(x) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keras = import_keras()
+        x = getattr(keras.applications, self.app.module).preprocess_input(x)
+        out = keras.ops.convert_to_numpy(self.model_(x, training=False))
+        return l2_normalize(out)
+
+
+class VGG16Extractor(KerasAppExtractor):
+    """Keras VGG16 without its top, global pooling, ImageNet ("caffe") preprocessing; 512-d vectors."""
+
+    app = VGG16_APP
+
+
+class ResNet50Extractor(KerasAppExtractor):
+    """Keras ResNet50 without its top, global pooling, its ImageNet ("caffe") preprocessing; 2048-d."""
+
+    app = RESNET50_APP
+
+
+# ------------------------------------------------------------------------------------------ keras-model
+
+
+def preprocess(x: np.ndarray, mode: str) -> np.ndarray:
+    """Apply a ``features.preprocessing`` mode to RGB 0..255 pixels (channels last), not in place.
+
+    Modes: ``none`` (unchanged), ``scale01`` (/255), and the ``keras.applications.imagenet_utils`` modes
+    ``caffe`` (RGB->BGR, ImageNet mean subtracted), ``tf`` (-1..1), ``torch`` (0..1, ImageNet mean/std).
+    """
+    x = np.array(x, dtype=np.float32, copy=True)
+    if mode in ("none", "auto"):
+        return x
+    if mode == "scale01":
+        return x / np.float32(255.0)
+    if mode in ("caffe", "tf", "torch"):
+        keras = import_keras()
+        return np.asarray(keras.applications.imagenet_utils.preprocess_input(x, mode=mode), dtype=np.float32)
+    raise ConfigError(
+        f"features.preprocessing: {mode!r} is not allowed; allowed values: {', '.join(PREPROCESSING_MODES)}"
+    )
+
+
+class KerasModelExtractor:
+    """Any saved Keras model (``.keras`` / ``.h5``) used as a feature extractor (``keras-model:PATH``).
+
+    The model's output must be one vector per image, shape (None, dim), or one feature map, shape
+    (None, h, w, channels), which is globally pooled with ``pooling``. The input side comes from the
+    model's input shape; a model that accepts any size gets ``input_size`` square. Inputs are channels-last
+    RGB (or grayscale when the model has one input channel), resized like the built-in backbones, then
+    preprocessed with ``preprocessing`` (see :func:`preprocess`; "auto" means "none": the model is expected
+    to hold its own rescaling layers).
+
+    Args:
+        path: the model file.
+        input_size: side used when the model accepts any size.
+        pooling: "avg" or "max", for feature-map outputs.
+        preprocessing: one of :data:`PREPROCESSING_MODES`.
+    """
+
+    name = "keras-model"
+    weight_free = False
+    orientation_invariant = False
+    # nothing is known about the model's vectors: verification uses the plain threshold
+    candidate_threshold = KERAS_MODEL_DEFAULT_THRESHOLD
+    sure_threshold = KERAS_MODEL_DEFAULT_THRESHOLD
+
+    def __init__(
+        self, path: str | Path, input_size: int = 224, pooling: str = "avg", preprocessing: str = "auto"
+    ) -> None:
+        if pooling not in ("avg", "max"):
+            raise ConfigError(f"features.pooling: {pooling!r} is not allowed; allowed values: avg, max")
+        if preprocessing not in PREPROCESSING_MODES:
+            raise ConfigError(
+                f"features.preprocessing: {preprocessing!r} is not allowed; allowed values: "
+                f"{', '.join(PREPROCESSING_MODES)}"
+            )
+        self.path = Path(path).expanduser().absolute()
+        self.input_size = input_size
+        self.pooling = pooling
+        self.preprocessing = "none" if preprocessing == "auto" else preprocessing
+        self.default_threshold = KERAS_MODEL_DEFAULT_THRESHOLD
+        self.dim = 0
+        self.decode_size: int | None = input_size
+        self.model_: Any = None
+        self.input_hw_: tuple[int, int] = (input_size, input_size)
+        self.channels_: int = 3
+        self.output_rank_: int = 2
+        self._sha256: str | None = None
+
+    def build(self, warn: WarnFn | None = None) -> KerasModelExtractor:
+        """Load the model and work out its input size, channels and output shape.
+
+        Raises:
+            WeightsError: missing file, not a Keras model, more than one input/output, channels-first
+                input, or an output that is neither a vector nor a feature map.
+        """
+        path = self.path
+        if not path.exists():
+            raise WeightsError(f"keras-model: model file not found: {path}")
+        if not path.is_file():
+            raise WeightsError(f"keras-model: {path} is not a file")
+        if not path.name.lower().endswith((".keras", ".h5", ".hdf5")):
+            raise WeightsError(
+                f"keras-model: {path} is not a saved Keras model (expected a .keras or .h5 file)"
+            )
+        keras = import_keras("the keras-model extractor")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = keras.saving.load_model(str(path), compile=False)
+        except Exception as e:  # zip/HDF5/deserialisation errors of a user file
+            detail = " ".join(str(e).split())[:300].rstrip(".") or type(e).__name__
+            raise WeightsError(f"keras-model: cannot load {path} as a Keras model: {detail}") from e
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise WeightsError(
+                f"keras-model: {path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                "dedup needs one image input and one output"
+            )
+        in_shape = tuple(model.inputs[0].shape)
+        if len(in_shape) != 4 or in_shape[-1] not in (1, 3):
+            raise WeightsError(
+                f"keras-model: {path} takes input of shape {in_shape}; dedup needs images "
+                "(batch, height, width, 3 or 1 channels), channels last"
+            )
+        out_shape = tuple(model.outputs[0].shape)
+        if len(out_shape) not in (2, 4) or out_shape[-1] is None:
+            raise WeightsError(
+                f"keras-model: {path} outputs shape {out_shape}, rank {len(out_shape)}; supported outputs "
+                "are a vector (batch, dim) or a feature map (batch, height, width, channels), pooled with "
+                "features.pooling"
+            )
+        if in_shape[-1] == 1 and self.preprocessing in ("caffe", "torch"):
+            raise ConfigError(
+                f"features.preprocessing: {self.preprocessing!r} needs RGB input, but {path} takes one "
+                "channel; allowed values for it: none, scale01, tf"
+            )
+        h, w = in_shape[1], in_shape[2]
+        side = self.input_size
+        self.input_hw_ = (side if h is None else int(h), side if w is None else int(w))
+        self.channels_ = int(in_shape[-1])
+        self.output_rank_ = len(out_shape)
+        self.dim = int(out_shape[-1])
+        self.decode_size = max(self.input_hw_)
+        self.model_ = model
+        return self
+
+    def load(self) -> KerasModelExtractor:
+        """:meth:`build`, unless the model is loaded already (the registry builds it eagerly)."""
+        return self if self.model_ is not None else self.build()
+
+    def info(self) -> dict[str, Any]:
+        """Keys: name, weights (None), model_file, model_sha256, pooling (None for vector outputs),
+        input_size ([height, width]), dim, preprocessing, fallback_used (False), requested."""
+        if self._sha256 is None and self.path.is_file():
+            self._sha256 = file_hash(self.path, "sha256")
+        return {
+            "name": self.name,
+            "weights": None,
+            "model_file": str(self.path),
+            "model_sha256": self._sha256,
+            "pooling": self.pooling if self.output_rank_ == 4 else None,
+            "input_size": list(self.input_hw_),
+            "dim": self.dim,
+            "preprocessing": KERAS_MODEL_PREPROCESSING.format(mode=self.preprocessing),
+            "fallback_used": False,
+            "requested": f"{self.name}:{self.path}",
+        }
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Resize the whole image to the model input.
+
+        Returns:
+            float32 array of shape (height, width, 3) RGB 0..255, or (height, width, 1) gray.
+        """
+        h, w = self.input_hw_
+        if self.channels_ == 1:
+            gray = image.convert("L").resize((w, h), Image.Resampling.BILINEAR)
+            return np.asarray(gray, dtype=np.float32)[:, :, None]
+        return _resize_rgb(image, w, h)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocess, run the model, pool feature maps, L2-normalise.
+
+        Args:
+            batch: array of shape (n, height, width, channels), 0..255.
+
+        Returns:
+            float32 array of shape (n, dim), L2-normalised rows.
+        """
+        if self.model_ is None:
+            raise RuntimeError("KerasModelExtractor.build() must be called before embed()")
+        h, w = self.input_hw_
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (h, w, self.channels_):
+            raise ValueError(
+                f"keras-model expects a batch of shape (n, {h}, {w}, {self.channels_}), got {x.shape}"
+            )
+        if len(x) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = preprocess(x, self.preprocessing)
+        keras = import_keras()
+        out = np.asarray(keras.ops.convert_to_numpy(self.model_(x, training=False)), dtype=np.float32)
+        if out.ndim == 4:
+            out = out.mean(axis=(1, 2)) if self.pooling == "avg" else out.max(axis=(1, 2))
+        return l2_normalize(out.reshape(len(x), -1))
+
+
+# -------------------------------------------------------------------------------------------------- precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (x86 AVX512_BF16 or AMX-BF16; Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def model_precision(cfg: FeaturesConfig) -> str:
+    """``features.precision``, with ``auto`` = bfloat16 on CPUs that compute it natively, else float32."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bfloat16" if cpu_has_bf16() else "float32"
