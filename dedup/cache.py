@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from dedup.config import CacheConfig
-from dedup.errors import DedupError
+from dedup.errors import CacheError
 
 WarnFn = Callable[[str], None]
 
@@ -61,10 +61,6 @@ _IDENTITY_KEYS = (
     "precision",
     "views",  # the views stored side by side in each row (dedup.pipeline._layout): image, mirror, rotations
 )
-
-
-class CacheError(DedupError):
-    """The feature cache cannot be used (e.g. its folder cannot be created)."""
 
 
 def default_dir() -> Path:

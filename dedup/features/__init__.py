@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dedup.errors import ConfigError
+from dedup.errors import ConfigError, WeightsUnavailableError
 from dedup.features.names import (
     REGISTRY,
     Build,
@@ -39,7 +39,7 @@ from dedup.features.names import (
     split_names,
     weight_free_names,
 )
-from dedup.features.weights import WeightsUnavailableError, weights_howto
+from dedup.features.weights import weights_howto
 
 if TYPE_CHECKING:
     import numpy as np

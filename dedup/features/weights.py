@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dedup.errors import WeightsError
+from dedup.errors import WeightsError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     from dedup.features.keras import KerasApp
@@ -47,18 +47,6 @@ RESNET50_NOTOP_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
 RANDOM_WEIGHTS_WARNING = (
     "features come from an untrained VGG16 (weights: none); results are meaningless except for tests"
 )
-
-
-class WeightsUnavailableError(WeightsError):
-    """The ImageNet weights could neither be found in the Keras cache nor downloaded.
-
-    Attributes:
-        app: the backbone whose weights are missing (for the how-to message).
-    """
-
-    def __init__(self, message: str, app: KerasApp) -> None:
-        super().__init__(message)
-        self.app = app
 
 
 def _warn(warn: WarnFn | None, message: str) -> None:

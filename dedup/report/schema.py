@@ -21,17 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dedup import __version__
-from dedup.errors import InputError
+from dedup.errors import ReportError
 
 if TYPE_CHECKING:
     from dedup.pipeline import ScanResult
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
-
-
-class ReportError(InputError):
-    """A report file or dict is not a valid dedup report of schema version 1."""
 
 
 # ------------------------------------------------------------------------------------------ field checks
