@@ -149,8 +149,8 @@ def collect_features(
         progress("discover", 0, None)
     files, skipped = discover(paths, config.discover, exclude=exclude, progress=progress)
     seconds["discover"] = time.perf_counter() - t0
-    if progress:
-        progress("discover", len(files), len(files))
+    if progress:  # every file found that looks like an image: what the summary calls "Images found"
+        progress("discover", len(files) + len(skipped), len(files) + len(skipped))
 
     t0 = time.perf_counter()
     stats = ExtractStats()

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -85,8 +86,26 @@ def common_base(roots: Sequence[str]) -> str | None:
         return None
 
 
+# What one unit of each phase is, for the rate shown beside it.
+UNITS = {"extract": "img", "keypoints": "img", "verify": "pairs", "thumbnails": "img", "apply": "files"}
+
+
+@dataclass
+class _Phase:
+    started: float
+    done: int = 0
+    total: int | None = None
+    updated: float = 0.0
+    printed: float = 0.0
+    finished: bool = False
+
+
 class ProgressReporter:
-    """Progress callback ``(phase, done, total)`` rendered as rich bars, or plain log lines off a terminal."""
+    """Progress callback ``(phase, done, total)`` rendered as rich bars, or plain log lines off a terminal.
+
+    Off a terminal a phase prints a line every ``interval`` seconds (done/total, rate, ETA) and exactly one
+    final line ("... done in 3.2s"), however often the library reports it.
+    """
 
     def __init__(self, console: Console, *, interval: float = 5.0) -> None:
         self.console = console
@@ -94,10 +113,7 @@ class ProgressReporter:
         self.live = console.is_terminal
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
-        self._started: dict[str, float] = {}
-        self._last_line: dict[str, float] = {}
-        self._last_done: dict[str, int] = {}
-        self._last_time: dict[str, float] = {}
+        self._phases: dict[str, _Phase] = {}
 
     def __enter__(self) -> ProgressReporter:
         if self.live:
@@ -118,41 +134,53 @@ class ProgressReporter:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
-        else:
-            for phase, done in self._last_done.items():
-                if self._last_line.get(phase, 0.0) != -1.0:
-                    self._line(phase, done, None, final=True)
+            return
+        for phase, state in self._phases.items():
+            if not state.finished:
+                self._line(phase, state, final=True)
 
     def __call__(self, phase: str, done: int, total: int | None) -> None:
         now = time.monotonic()
-        start = self._started.setdefault(phase, now)
-        self._last_done[phase] = done
-        self._last_time[phase] = now
-        rate = done / (now - start) if now > start and done else 0.0
-        rate_text = f"{rate:.1f} img/s" if phase == "extract" and rate else ""
+        state = self._phases.setdefault(phase, _Phase(started=now, printed=now))
+        state.done, state.total, state.updated = done, total, now
         if self._progress is not None:
             if phase not in self._tasks:
                 self._tasks[phase] = self._progress.add_task(PHASES.get(phase, phase), total=total, rate="")
-            self._progress.update(self._tasks[phase], completed=done, total=total, rate=rate_text)
+            self._progress.update(
+                self._tasks[phase], completed=done, total=total, rate=self._rate(phase, state)
+            )
             return
-        finished = total is not None and done >= total
-        if finished or now - self._last_line.get(phase, start) >= self.interval:
-            self._line(phase, done, total, final=finished)
+        if state.finished:
+            return
+        if total == 0:  # nothing to do in this phase: not worth a line
+            state.finished = True
+        elif total is not None and done >= total:
+            self._line(phase, state, final=True)
+        elif now - state.printed >= self.interval:
+            self._line(phase, state, final=False)
 
-    def _line(self, phase: str, done: int, total: int | None, *, final: bool) -> None:
-        now = self._last_time.get(phase, time.monotonic())
-        elapsed = now - self._started.get(phase, now)
-        text = f"{PHASES.get(phase, phase)}: {done}" + (f"/{total}" if total is not None else "")
-        if phase == "extract" and elapsed > 0 and done:
-            rate = done / elapsed
-            text += f" ({rate:.1f} img/s"
-            if total and not final:
-                text += f", ETA {max(0.0, (total - done) / rate):.0f}s"
-            text += ")"
+    @staticmethod
+    def _rate(phase: str, state: _Phase) -> str:
+        elapsed = state.updated - state.started
+        if phase not in UNITS or elapsed <= 0 or not state.done:
+            return ""
+        return f"{state.done / elapsed:.1f} {UNITS[phase]}/s"
+
+    def _line(self, phase: str, state: _Phase, *, final: bool) -> None:
+        elapsed = state.updated - state.started
+        text = f"{PHASES.get(phase, phase)}: {state.done}" + (
+            f"/{state.total}" if state.total is not None else ""
+        )
+        extra = [self._rate(phase, state)] if self._rate(phase, state) else []
+        if not final and state.total and state.done and elapsed > 0:
+            extra.append(f"ETA {max(0.0, (state.total - state.done) * elapsed / state.done):.0f}s")
+        if extra:
+            text += f" ({', '.join(extra)})"
         if final:
             text += f" done in {elapsed:.1f}s"
+            state.finished = True
         self.console.print(text, highlight=False, soft_wrap=True)
-        self._last_line[phase] = -1.0 if final else now
+        state.printed = state.updated
 
 
 # ------------------------------------------------------------------------------------------ TensorFlow
