@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -42,7 +43,7 @@ from dedup.errors import CacheError
 
 WarnFn = Callable[[str], None]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the keypoints and decisions tables (a version-1 file is upgraded in place)
 FILENAME = "features.sqlite3"
 _CHUNK = 500  # parameters per SELECT ... IN (...) (SQLite's limit is 999 on old builds)
 _BUSY_TIMEOUT_S = 30.0
@@ -173,10 +174,112 @@ CREATE TABLE IF NOT EXISTS features (
     PRIMARY KEY (extractor, path)
 );
 CREATE INDEX IF NOT EXISTS features_by_content ON features (extractor, size, content);
+CREATE TABLE IF NOT EXISTS keypoints (
+    params TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    points BLOB NOT NULL,
+    descriptors BLOB NOT NULL,
+    checksum BLOB NOT NULL,
+    PRIMARY KEY (params, path)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    params TEXT NOT NULL,
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    checksum BLOB NOT NULL,
+    PRIMARY KEY (params, a, b)
+);
 """
 
 
-class FeatureCache:
+class _Store:
+    """One connection to the cache file and what every user of it shares: opening (a damaged file is moved
+    aside and rebuilt once), and failures that disable the cache for the rest of the scan with one warning
+    instead of failing it. Subclasses set up their own state in :meth:`_ready`."""
+
+    def __init__(self, path: Path, warn: WarnFn | None = None) -> None:
+        self.path = path
+        self.warn = warn
+        self.conn_: sqlite3.Connection | None = None
+        self.disabled_reason_: str | None = None
+        self.rebuilt_ = False
+
+    @staticmethod
+    def _file(folder: Path) -> Path:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot create the cache folder {folder}: {e.strerror or e}") from e
+        return folder / FILENAME
+
+    def _ready(self) -> None:
+        """Called after each successful connect (e.g. to look up the extractor's row)."""
+
+    def _connect(self) -> None:
+        for attempt in range(2):
+            try:
+                self.conn_ = _connect(self.path)
+                self._ready()
+                return
+            except sqlite3.DatabaseError as e:  # "file is not a database", "malformed", ...
+                self._close_quietly()
+                if attempt == 0 and _is_corruption(e) and not self.rebuilt_:
+                    self.rebuilt_ = True
+                    _move_aside(self.path)
+                    self._warn(f"the feature cache {self.path} was damaged ({e}); it was rebuilt")
+                    continue
+                self._disable(e)
+                return
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._close_quietly()
+
+    @property
+    def enabled(self) -> bool:
+        return self.conn_ is not None and self.disabled_reason_ is None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self.conn_ is None:
+            raise sqlite3.OperationalError("cache is closed")
+        return self.conn_
+
+    def _warn(self, message: str) -> None:
+        if self.warn is not None:
+            self.warn(message)
+
+    def _disable(self, e: BaseException) -> None:
+        self.disabled_reason_ = str(e) or type(e).__name__
+        self._close_quietly()
+        self._warn(
+            f"the feature cache {self.path} cannot be used ({self.disabled_reason_}); scanning without it"
+        )
+
+    def _fail(self, e: sqlite3.DatabaseError) -> None:
+        """A failure while in use: a damaged file is moved aside and a fresh one started (once per scan);
+        any other failure (locked, read-only, disk full) turns the cache off for the rest of the scan."""
+        self._close_quietly()
+        if _is_corruption(e) and not self.rebuilt_:
+            self.rebuilt_ = True
+            _move_aside(self.path)
+            self._warn(f"the feature cache {self.path} was damaged ({e}); it was rebuilt")
+            self._connect()
+        else:
+            self._disable(e)
+
+    def _close_quietly(self) -> None:
+        if self.conn_ is not None:
+            with suppress(sqlite3.Error):
+                self.conn_.close()
+            self.conn_ = None
+
+
+class FeatureCache(_Store):
     """An open feature cache for one extractor (see the module docstring for the format).
 
     Use :meth:`open`; every method swallows SQLite failures after the first one (the cache is then disabled
@@ -191,16 +294,10 @@ class FeatureCache:
     """
 
     def __init__(self, path: Path, identity: str, dim: int, warn: WarnFn | None = None) -> None:
-        self.path = path
+        super().__init__(path, warn)
         self.identity = identity
         self.dim = dim
-        self.warn = warn
-        self.conn_: sqlite3.Connection | None = None
         self.extractor_id_: int | None = None
-        self.disabled_reason_: str | None = None
-        self.rebuilt_ = False
-
-    # ------------------------------------------------------------------------------------------ opening
 
     @classmethod
     def open(cls, folder: Path, info: dict[str, Any], dim: int, warn: WarnFn | None = None) -> FeatureCache:
@@ -208,29 +305,12 @@ class FeatureCache:
 
         Never raises for a damaged file; raises :class:`CacheError` only when the folder cannot be created.
         """
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CacheError(f"cannot create the cache folder {folder}: {e.strerror or e}") from e
-        cache = cls(folder / FILENAME, extractor_identity(info), dim, warn)
+        cache = cls(cls._file(folder), extractor_identity(info), dim, warn)
         cache._connect()
         return cache
 
-    def _connect(self) -> None:
-        for attempt in range(2):
-            try:
-                self.conn_ = _connect(self.path)
-                self.extractor_id_ = self._extractor_id()
-                return
-            except sqlite3.DatabaseError as e:  # "file is not a database", "malformed", ...
-                self._close_quietly()
-                if attempt == 0 and _is_corruption(e) and not self.rebuilt_:
-                    self.rebuilt_ = True
-                    _move_aside(self.path)
-                    self._warn(f"the feature cache {self.path} was damaged ({e}); it was rebuilt")
-                    continue
-                self._disable(e)
-                return
+    def _ready(self) -> None:
+        self.extractor_id_ = self._extractor_id()
 
     def _extractor_id(self) -> int:
         conn = self._conn()
@@ -248,19 +328,11 @@ class FeatureCache:
             )
             return int(cur.lastrowid or 0)
 
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        self._close_quietly()
-
     def __enter__(self) -> FeatureCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def enabled(self) -> bool:
-        return self.conn_ is not None and self.disabled_reason_ is None
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -365,41 +437,202 @@ class FeatureCache:
         except sqlite3.DatabaseError as e:
             self._fail(e)
 
-    # ------------------------------------------------------------------------------------------ failures
 
-    def _conn(self) -> sqlite3.Connection:
-        if self.conn_ is None:
-            raise sqlite3.OperationalError("cache is closed")
-        return self.conn_
+# ------------------------------------------------------------------------------------ the verify stage
 
-    def _warn(self, message: str) -> None:
-        if self.warn is not None:
-            self.warn(message)
 
-    def _disable(self, e: BaseException) -> None:
-        self.disabled_reason_ = str(e) or type(e).__name__
-        self._close_quietly()
-        self._warn(
-            f"the feature cache {self.path} cannot be used ({self.disabled_reason_}); scanning without it"
+def file_key(path: str, size: int, mtime: float) -> str:
+    """Identity of one file's content as the verify stage's cache sees it: path, size and ``st_mtime``."""
+    return f"{path}\0{size}\0{mtime!r}"
+
+
+@dataclass(frozen=True)
+class StoredKeypoints:
+    """Keypoints of one image as stored: ``points`` float32 (k, 2), ``descriptors`` uint8 (k, 128) (SIFT's
+    descriptors are integers 0..255, so nothing is lost), ``size`` (width, height) they were computed at."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    size: tuple[int, int]
+
+
+def _keypoint_checksum(
+    params: str, path: str, size: int, mtime: float, w: int, h: int, pts: bytes, desc: bytes
+) -> bytes:
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{params}\0{path}\0{size}\0{mtime!r}\0{w}\0{h}\0".encode("utf-8", "surrogatepass"))
+    digest.update(pts)
+    digest.update(b"\1")
+    digest.update(desc)
+    return digest.digest()
+
+
+def _decision_checksum(params: str, a: str, b: str, evidence: str) -> bytes:
+    text = f"{params}\0{a}\0{b}\0{evidence}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+class VerifyCache(_Store):
+    """Keypoints and pair decisions of the verify stage, in the same file as the features.
+
+    Keypoints are keyed by ``params`` (every setting that shapes them, see
+    :func:`dedup.verify.keypoint_params`) and the file's path, size and mtime; a pair decision by
+    ``params`` (extractors, thresholds, verify settings) and both files' :func:`file_key`. Rows carry
+    checksums like feature rows: a garbled row is a miss. Writes are buffered and committed in small
+    transactions (:meth:`flush`, also on close), so a scan killed mid-way keeps what it committed and never
+    leaves half a row.
+    """
+
+    FLUSH_EVERY = 256
+
+    def __init__(self, path: Path, warn: WarnFn | None = None) -> None:
+        super().__init__(path, warn)
+        self._keypoints: list[tuple[Any, ...]] = []
+        self._decisions: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, folder: Path, warn: WarnFn | None = None) -> VerifyCache:
+        """Open (creating, or rebuilding when corrupt) the cache in ``folder``; CacheError only when the
+        folder cannot be created."""
+        cache = cls(cls._file(folder), warn)
+        cache._connect()
+        return cache
+
+    def get_keypoints(self, params: str, path: str, size: int, mtime: float) -> StoredKeypoints | None:
+        """The stored keypoints of this exact file under ``params``, or None."""
+        if not self.enabled:
+            return None
+        try:
+            with self._lock:
+                row = (
+                    self._conn()
+                    .execute(
+                        "SELECT size, mtime, width, height, points, descriptors, checksum FROM keypoints "
+                        "WHERE params = ? AND path = ?",
+                        (params, path),
+                    )
+                    .fetchone()
+                )
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+            return None
+        if row is None or row[0] != size or row[1] != mtime:
+            return None
+        _, _, w, h, pts, desc, checksum = row
+        if checksum != _keypoint_checksum(params, path, size, mtime, w, h, pts, desc):
+            return None
+        if len(pts) % 8 or len(desc) != 16 * len(pts):
+            return None
+        points = np.frombuffer(pts, dtype="<f4").reshape(-1, 2).astype(np.float32)
+        descriptors = np.frombuffer(desc, dtype=np.uint8).reshape(-1, 128).copy()
+        return StoredKeypoints(points, descriptors, (int(w), int(h)))
+
+    def put_keypoints(self, params: str, path: str, size: int, mtime: float, kp: StoredKeypoints) -> None:
+        """Remember the keypoints of a file (written with the next :meth:`flush`)."""
+        if not self.enabled:
+            return
+        pts = np.ascontiguousarray(kp.points, dtype="<f4").tobytes()
+        desc = np.ascontiguousarray(kp.descriptors, dtype=np.uint8).tobytes()
+        w, h = kp.size
+        row = (
+            params,
+            path,
+            size,
+            mtime,
+            w,
+            h,
+            pts,
+            desc,
+            _keypoint_checksum(params, path, size, mtime, w, h, pts, desc),
         )
+        with self._lock:
+            self._keypoints.append(row)
+            full = len(self._keypoints) >= self.FLUSH_EVERY
+        if full:
+            self.flush()
 
-    def _fail(self, e: sqlite3.DatabaseError) -> None:
-        """A failure while in use: a damaged file is moved aside and a fresh one started (once per scan);
-        any other failure (locked, read-only, disk full) turns the cache off for the rest of the scan."""
-        self._close_quietly()
-        if _is_corruption(e) and not self.rebuilt_:
-            self.rebuilt_ = True
-            _move_aside(self.path)
-            self._warn(f"the feature cache {self.path} was damaged ({e}); it was rebuilt")
-            self._connect()
-        else:
-            self._disable(e)
+    def get_decisions(self, params: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Stored decisions (evidence as JSON text) of ``pairs`` of :func:`file_key` under ``params``."""
+        found: dict[tuple[str, str], str] = {}
+        if not self.enabled or not pairs:
+            return found
+        wanted = set(pairs)
+        by_a: dict[str, list[str]] = {}
+        for a, b in wanted:
+            by_a.setdefault(a, []).append(b)
+        try:
+            with self._lock:
+                conn = self._conn()
+                for part in _chunks(list(by_a), _CHUNK):
+                    marks = ",".join("?" * len(part))
+                    rows = conn.execute(
+                        f"SELECT a, b, evidence, checksum FROM decisions WHERE params = ? AND a IN ({marks})",
+                        (params, *part),
+                    )
+                    for a, b, evidence, checksum in rows:
+                        if (a, b) in wanted and checksum == _decision_checksum(params, a, b, evidence):
+                            found[(a, b)] = evidence
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+            return {}
+        return found
 
-    def _close_quietly(self) -> None:
-        if self.conn_ is not None:
-            with suppress(sqlite3.Error):
-                self.conn_.close()
-            self.conn_ = None
+    def put_decision(self, params: str, a: str, b: str, evidence: str) -> None:
+        """Remember one pair's decision (written with the next :meth:`flush`)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._decisions.append((params, a, b, evidence, _decision_checksum(params, a, b, evidence)))
+            full = len(self._decisions) >= self.FLUSH_EVERY
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what was put since the last flush, in one transaction."""
+        with self._lock:
+            keypoints, self._keypoints = self._keypoints, []
+            decisions, self._decisions = self._decisions, []
+            if not self.enabled or not (keypoints or decisions):
+                return
+            try:
+                with self._conn() as conn:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO keypoints (params, path, size, mtime, width, height, points, "
+                        "descriptors, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        keypoints,
+                    )
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO decisions (params, a, b, evidence, checksum) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        decisions,
+                    )
+            except sqlite3.DatabaseError as e:
+                self._fail(e)
+
+    def close(self) -> None:
+        """Flush, then close the connection (idempotent)."""
+        self.flush()
+        super().close()
+
+
+@contextmanager
+def opened_verify(cfg: CacheConfig, warn: WarnFn | None = None) -> Iterator[VerifyCache | None]:
+    """The verify stage's cache of ``cfg``, or None when the cache is disabled or cannot be created."""
+    if not cfg.enabled:
+        yield None
+        return
+    try:
+        cache = VerifyCache.open(cache_dir(cfg), warn)
+    except CacheError as e:
+        if warn is not None:
+            warn(f"{e}; scanning without the feature cache")
+        yield None
+        return
+    try:
+        yield cache
+    finally:
+        cache.close()
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -410,9 +643,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables):
+        if version not in (0, 1, SCHEMA_VERSION) or (version == 0 and tables):
             raise sqlite3.DatabaseError(f"not a dedup feature cache of schema {SCHEMA_VERSION}")
-        if version == 0:
+        if version != SCHEMA_VERSION:  # a new file, or version 1 (features only): add what is missing
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.commit()
