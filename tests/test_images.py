@@ -197,7 +197,7 @@ def test_fifo_is_never_opened(tmp_path: Path) -> None:
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "discover blocked opening a FIFO"
-    assert result == [([], [])]
+    assert result == [([], [Skipped(str(tmp_path / "pipe.jpg"), "not a regular file (FIFO)")])]
 
 
 @pytest.mark.skipif(
@@ -225,14 +225,14 @@ def test_permission_denied_file_and_folder(tmp_path: Path) -> None:
 def test_permission_denied_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same as above through a fake PermissionError, so it also runs as root."""
     make_photo(5, (40, 30)).save(tmp_path / "locked.jpg")
-    real_open = Image.open
+    real_open = os.open
 
-    def deny(fp: Any, *args: Any, **kwargs: Any) -> Any:
-        if str(fp).endswith("locked.jpg"):
-            raise PermissionError(13, "Permission denied", str(fp))
-        return real_open(fp, *args, **kwargs)
+    def deny(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("locked.jpg"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Image, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     assert discover([tmp_path], DiscoverConfig()) == (
         [],
         [Skipped(str(tmp_path / "locked.jpg"), "permission denied")],
