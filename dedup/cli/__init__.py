@@ -16,7 +16,7 @@ import typer
 
 from dedup import __version__
 from dedup.cli import cache, curate, explore, scan
-from dedup.cli.common import quiet_tensorflow
+from dedup.cli.common import quiet_tensorflow, safe_streams
 
 app = typer.Typer(
     name="dedup",
@@ -54,4 +54,5 @@ def _main(
 def main() -> None:
     """Console-script entry point."""
     quiet_tensorflow()
+    safe_streams()
     app()
