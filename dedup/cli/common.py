@@ -8,6 +8,7 @@ import importlib.machinery
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -70,6 +71,12 @@ def warn(message: str) -> None:
 def usage_error(message: str, option: str) -> typer.BadParameter:
     """A usage error (exit code 2, with the command's usage line), like Typer's own for a bad option."""
     return typer.BadParameter(message, param_hint=option)
+
+
+def quiet_pillow() -> None:
+    """Keep Pillow's ``DecompressionBombWarning`` (images above its 89-megapixel soft limit) off the
+    terminal: ``decode.max_pixels`` is dedup's own limit, and an image over it is skipped with a reason."""
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
 def safe_streams() -> None:

@@ -109,7 +109,7 @@ def render_summary(report: Report, console: Console, *, top: int) -> None:
     for reason, count in sorted(report.skipped_reasons().items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(f"  {escape(reason)}", str(count))
     if stats.get("blank"):
-        table.add_row("Blank images (no detail to compare, never grouped)", str(stats["blank"]))
+        table.add_row("Blank images (not compared)", str(stats["blank"]))
     table.add_row("Duplicate groups", str(stats["groups"]))
     table.add_row("Duplicate images", str(stats["duplicates"]))
     table.add_row("Reclaimable", human_bytes(stats["reclaimable_bytes"]))

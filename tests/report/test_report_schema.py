@@ -172,7 +172,9 @@ def test_a_report_that_is_not_a_regular_file_is_refused_without_reading(tmp_path
 
 def test_blank_flag_round_trips_and_is_checked() -> None:
     data = _one_group()
-    data["images"] = [{"path": "/data/a.jpg", "bytes": 1, "mtime": 1.0, "width": 2, "height": 2, "blank": True}]
+    data["images"] = [
+        {"path": "/data/a.jpg", "bytes": 1, "mtime": 1.0, "width": 2, "height": 2, "blank": True}
+    ]
     assert Report.from_dict(data).to_dict() == data
     data["images"][0]["blank"] = "yes"  # type: ignore[index]
     with pytest.raises(ReportError, match="blank must be true or false"):
