@@ -641,8 +641,8 @@ def open_image(
 
     Raises:
         ImageError: "empty file", "truncated image", "decompression bomb (N pixels > limit M)",
-            "permission denied", "cannot decode: <reason>" or "cannot read: <reason>" (also "cannot read:
-            not a regular file (FIFO)" for a path that is no longer a regular file).
+            "permission denied", "cannot decode: <reason>" or "cannot read: <reason>", or "not a regular
+            file (FIFO)" (or another kind) for a path that is no longer a regular file.
     """
     try:
         with open_regular(path) as f:
