@@ -233,6 +233,8 @@ def undo(manifest: str | os.PathLike[str], progress: ProgressFn | None = None) -
             that case.
     """
     path = Path(absolute(manifest))
+    if not path.is_file():
+        raise ActionError(f"manifest {path} does not exist" if not path.exists() else f"{path} is not a file")
     with run_lock(path.parent):
         state = _validated(path)
         result = UndoResult(path)
