@@ -40,6 +40,7 @@ import numpy as np
 
 from dedup.config import CacheConfig
 from dedup.errors import CacheError
+from dedup.images import open_regular
 
 WarnFn = Callable[[str], None]
 
@@ -91,9 +92,10 @@ def extractor_identity(info: dict[str, Any]) -> str:
 
 
 def content_digest(path: str) -> str:
-    """blake2b (128-bit) hex digest of a file's bytes (raises OSError when unreadable)."""
+    """blake2b (128-bit) hex digest of a file's bytes (raises OSError when unreadable or not a regular
+    file: a FIFO swapped in after discovery is never read)."""
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -130,6 +132,16 @@ class Row:
     height: int
     vector: np.ndarray
     mirrored: np.ndarray | None
+
+
+def storable(path: str) -> bool:
+    """Whether ``path`` can be a key of the cache: SQLite stores UTF-8 text, so a file whose name is not
+    valid UTF-8 (``x\\xff.jpg``, held by Python as a surrogate escape) is scanned without the cache."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _blob(v: np.ndarray | None) -> bytes | None:
@@ -345,7 +357,7 @@ class FeatureCache(_Store):
         found: dict[int, Entry] = {}
         if not self.enabled or not files:
             return found
-        position = {path: i for i, (path, _, _) in enumerate(files)}
+        position = {path: i for i, (path, _, _) in enumerate(files) if storable(path)}
         try:
             for part in _chunks(list(position), _CHUNK):
                 marks = ",".join("?" * len(part))
@@ -409,6 +421,8 @@ class FeatureCache(_Store):
             return
         values = []
         for r in rows:
+            if not storable(r.path):
+                continue
             vector, mirrored = np.ascontiguousarray(r.vector, dtype="<f4").tobytes(), _blob(r.mirrored)
             check = _checksum(r.path, r.size, r.mtime_ns, r.content, r.width, r.height, vector, mirrored)
             values.append(
@@ -501,7 +515,7 @@ class VerifyCache(_Store):
 
     def get_keypoints(self, params: str, path: str, size: int, mtime: float) -> StoredKeypoints | None:
         """The stored keypoints of this exact file under ``params``, or None."""
-        if not self.enabled:
+        if not self.enabled or not storable(path):
             return None
         try:
             with self._lock:
@@ -530,7 +544,7 @@ class VerifyCache(_Store):
 
     def put_keypoints(self, params: str, path: str, size: int, mtime: float, kp: StoredKeypoints) -> None:
         """Remember the keypoints of a file (written with the next :meth:`flush`)."""
-        if not self.enabled:
+        if not self.enabled or not storable(path):
             return
         pts = np.ascontiguousarray(kp.points, dtype="<f4").tobytes()
         desc = np.ascontiguousarray(kp.descriptors, dtype=np.uint8).tobytes()
@@ -580,7 +594,7 @@ class VerifyCache(_Store):
 
     def put_decision(self, params: str, a: str, b: str, evidence: str) -> None:
         """Remember one pair's decision (written with the next :meth:`flush`)."""
-        if not self.enabled:
+        if not self.enabled or not (storable(a) and storable(b)):
             return
         with self._lock:
             self._decisions.append((params, a, b, evidence, _decision_checksum(params, a, b, evidence)))
@@ -635,8 +649,31 @@ def opened_verify(cfg: CacheConfig, warn: WarnFn | None = None) -> Iterator[Veri
         cache.close()
 
 
+def _repair_leftovers(path: Path) -> None:
+    """Give a ``-wal`` / ``-shm`` file left by a read-only connection the database's permissions.
+
+    SQLite creates them with the database file's mode; a run while the database was read-only leaves them
+    read-only, and every later connection then fails ("attempt to write a readonly database") although the
+    database itself is writable again. Only files of this user are changed, never removed (another process
+    may be using them).
+    """
+    try:
+        db = path.stat()
+    except OSError:
+        return
+    if not os.access(path, os.W_OK):
+        return
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        with suppress(OSError):
+            st = side.stat()
+            if st.st_uid == os.geteuid() and (st.st_mode & 0o777) != (db.st_mode & 0o777):
+                os.chmod(side, db.st_mode & 0o777)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, check that it is a dedup cache of this schema, create the tables if new."""
+    _repair_leftovers(path)
     conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, isolation_level="DEFERRED")
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -703,8 +740,11 @@ def info(folder: Path) -> dict[str, Any]:
     }
     if not path.exists():
         return out
+    # Read-write when allowed (without creating anything): the last connection to close then removes the
+    # -wal/-shm files; a read-only connection would leave them behind.
+    mode = "rw" if os.access(path, os.W_OK) and os.access(folder, os.W_OK) else "ro"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S)
+        conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=_BUSY_TIMEOUT_S)
         try:
             rows = conn.execute(
                 "SELECT e.identity, COUNT(f.path) FROM extractors e LEFT JOIN features f "

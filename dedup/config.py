@@ -8,6 +8,7 @@ naming the key and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ from dedup.keep import KEEP_POLICIES
 AUTO = "auto"
 #: Images with more pixels are refused as decompression bombs (Pillow's own default limit).
 DEFAULT_MAX_PIXELS = 178_956_970
+#: Larger images are shrunk right after loading (4096 x 4096 pixels): bounds the memory of decoding.
+DEFAULT_REDUCE_ABOVE = 16_777_216
+#: Largest value of a seed or count that is handed to a C library as a 32-bit signed integer (Annoy).
+C_INT_MAX = 2**31 - 1
 
 
 def _check_extractor(key: str, value: Any) -> str:
@@ -104,6 +109,11 @@ class DecodeConfig:
         DEFAULT_MAX_PIXELS, "larger images are skipped as decompression bombs (Pillow's limit)", lo=1
     )
     draft: bool = _opt(True, "decode JPEGs at reduced size when the model needs fewer pixels (faster)")
+    reduce_above: int = _opt(
+        DEFAULT_REDUCE_ABOVE,
+        "larger images are shrunk by a whole factor right after loading, one at a time (bounds memory)",
+        lo=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -161,11 +171,13 @@ class FeaturesConfig:
 @dataclass(frozen=True)
 class IndexConfig:
     n_trees: int = _opt(20, "Annoy trees; more = better recall, slower build", lo=1, hi=1000)
-    search_k: int = _opt(-1, "Annoy nodes inspected per query; -1 = Annoy's default (n_trees * k)", lo=-1)
+    search_k: int = _opt(
+        -1, "Annoy nodes inspected per query; -1 = Annoy's default (n_trees * k)", lo=-1, hi=C_INT_MAX
+    )
     neighbours: int = _opt(
         20, "nearest neighbours looked up per image (k of the neighbour graph)", lo=1, hi=10_000
     )
-    seed: int = _opt(42, "seed of the Annoy forest, for reproducible results", lo=0)
+    seed: int = _opt(42, "seed of the Annoy forest, for reproducible results", lo=0, hi=C_INT_MAX)
 
 
 @dataclass(frozen=True)
@@ -177,7 +189,9 @@ class ClusterConfig:
         hi=1.0,
         auto=True,
     )
-    min_samples: int = _opt(2, "DBSCAN min_samples: images (itself included) needed to seed a group", lo=2)
+    min_samples: int = _opt(
+        2, "DBSCAN min_samples: images (itself included) needed to seed a group", lo=2, hi=C_INT_MAX
+    )
 
 
 @dataclass(frozen=True)
@@ -266,7 +280,7 @@ class GroupConfig:
     silhouette_sample: int = _opt(
         2000, "clusters auto: images (random subsample) the silhouette score is computed on", lo=10
     )
-    seed: int = _opt(0, "seed of kmeans and of the silhouette subsample", lo=0)
+    seed: int = _opt(0, "seed of kmeans and of the silhouette subsample", lo=0, hi=2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -330,11 +344,13 @@ def _coerce(key: str, f: dataclasses.Field[Any], value: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer or 'auto', got {value!r}")
         value = int(value)
     elif isinstance(default, float) or meta.get("auto"):
+        allowed = "a number or 'auto'" if meta.get("auto") else "a number"
         try:
             value = float(value)
-        except (TypeError, ValueError):
-            allowed = "a number or 'auto'" if meta.get("auto") else "a number"
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{key}: expected {allowed}, got {value!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected {allowed}, got {value!r}")
     elif isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -409,10 +425,16 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             text = p.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p} is not a text file (not UTF-8 at byte {e.start})") from e
+        if "\0" in text:
+            raise ConfigError(f"config file {p} is not a text file (it holds NUL bytes)")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+        except RecursionError as e:
+            raise ConfigError(f"config file {p} is nested too deeply to be a dedup config") from e
         if data is not None:
             config = _apply(config, data, str(p))
     if overrides:

@@ -27,12 +27,18 @@ from dedup.actions import (
     apply,
     check_group_reports,
     check_plan_reports,
+    check_roots,
+    check_writable,
+    default_state_dir,
     find_resumable,
     load_names,
+    manifest_dir,
     new_manifest_path,
     output_exclusions,
     plan_group,
     plan_prune,
+    run_lock,
+    settle_earlier,
     with_names,
     write_cluster_files,
 )
@@ -132,12 +138,19 @@ def prune(
 
     Raises:
         InputError: neither or both of ``to`` / ``delete``, or the paths do not match ``from_report``.
-        ActionError: bad destination, malformed report, unwritable manifest.
+        ActionError: bad or unwritable destination (checked before the scan), malformed report, a scanned
+            folder that is a system folder, another run in progress in the destination, unwritable
+            manifest, a destination that filled up half-way.
     """
     if delete == (to is not None):
         raise InputError("give either --to QUARANTINE_DIR or --delete")
+    if paths:
+        check_roots([os.fspath(p) for p in paths], "the command line")
+    if not dry_run:
+        check_writable(to if to is not None else default_state_dir())
     report, result = _source(paths, from_report, config, to, progress=progress, warn=warn)
     plan = plan_prune(report, to=to, delete=delete, keep_policy=keep_policy)
+    settle_earlier(plan)
     outcome = Outcome(report, plan, result)
     if dry_run:
         return outcome
@@ -173,12 +186,17 @@ def group(
         ActionError: bad mode or destination, malformed report, unwritable manifest.
     """
     method = config.group.method
+    if paths:
+        check_roots([os.fspath(p) for p in paths], "the command line")
+    if not dry_run:
+        check_writable(to)
     if method == "dbscan":
         if names is not None:
             raise InputError("--names names the folders of --method agglomerative or kmeans")
         destinations = check_group_reports(reports, to, dry_run=dry_run)
         report, result = _source(paths, from_report, config, to, progress=progress, warn=warn)
         plan = plan_group(report, to=to, mode=mode, only_duplicates=only_duplicates)
+        settle_earlier(plan)
         outcome = Outcome(report, plan, result)
     else:
         if from_report is not None:
@@ -221,13 +239,17 @@ def group(
 
 def _apply(outcome: Outcome, progress: ProgressFn | None) -> Outcome:
     """Apply the outcome's plan: complete an interrupted run of the same command if there is one, else
-    journal a new run (nothing at all when there is nothing to do)."""
+    journal a new run (nothing at all when there is nothing to do). The run folder's lock is held from
+    choosing the manifest to the end, so a second run never joins a live journal."""
     plan = outcome.plan
-    manifest = find_resumable(plan)
-    if manifest is None and not plan.operations:
+    if not plan.operations and find_resumable(plan) is None:
         return outcome
-    outcome.resumed = manifest
-    outcome.applied = apply(plan, manifest or new_manifest_path(plan), progress=progress)
+    with run_lock(manifest_dir(plan, None), create=True):
+        manifest = find_resumable(plan)
+        if manifest is None and not plan.operations:
+            return outcome
+        outcome.resumed = manifest
+        outcome.applied = apply(plan, manifest or new_manifest_path(plan), progress=progress)
     return outcome
 
 

@@ -15,10 +15,15 @@ escapes is a bug and keeps its traceback.
     ├── ImageError                  one image could not be read (becomes a "skipped" entry, never a crash)
     ├── ActionError                 a file operation could not be planned, performed or undone
     └── CacheError                  the feature cache cannot be used
+
+    OSError
+    └── NotRegularFileError         a scanned path is not a regular file once opened (a FIFO, a device, ...
+                                    swapped in after discovery); callers treat it like any unreadable file
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -65,3 +70,15 @@ class ActionError(DedupError):
 
 class CacheError(DedupError):
     """The feature cache cannot be used (e.g. its folder cannot be created)."""
+
+
+class NotRegularFileError(OSError):
+    """A path opened as a scanned file is not a regular file (checked on the open file descriptor).
+
+    An :class:`OSError` (``errno`` ``EINVAL``), so every caller that copes with an unreadable file copes with
+    this one: a FIFO or a link to ``/dev/zero`` swapped in after discovery is skipped, never read forever.
+    """
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})", path)
+        self.kind = kind

@@ -133,6 +133,7 @@ def collect_features(
         WeightsError: model weights cannot be obtained and no fallback is allowed.
     """
     config = config or Config()
+    warn = _once(warn)  # one warning per problem, not one per extractor's cache
     seconds: dict[str, float] = {}
     for path in paths:  # cheap checks first: a typo in a path must not wait for TensorFlow
         stat_root(path)
@@ -418,6 +419,20 @@ def extract_all(
     return images, out, skipped
 
 
+def _once(warn: WarnFn | None) -> WarnFn | None:
+    """``warn`` passing each distinct message on once (every extractor opens the same cache file)."""
+    if warn is None:
+        return None
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    return once
+
+
 def _mtime_ns(f: ImageFile) -> int:
     """The file's st_mtime_ns (from discover, or a fresh stat when unknown; -1 if it cannot be read)."""
     if f.mtime_ns >= 0:
@@ -441,8 +456,12 @@ def _digests(paths: Sequence[str], indices: Sequence[int]) -> dict[int, str]:
     if not paths:
         return {}
     with ThreadPoolExecutor(max_workers=_decode_workers(), thread_name_prefix="dedup-digest") as pool:
-        found = pool.map(digest, paths, chunksize=64)
-        return {i: d for i, d in zip(indices, found, strict=True) if d is not None}
+        try:
+            found = pool.map(digest, paths, chunksize=64)
+            return {i: d for i, d in zip(indices, found, strict=True) if d is not None}
+        except BaseException:  # Ctrl-C: drop the queued files instead of digesting them all first
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _decode_workers() -> int:
@@ -461,7 +480,12 @@ def _decoded_batches(
 
     def load(f: ImageFile) -> _Loaded:
         try:
-            image, width, height = open_image(f.path, max_pixels=config.decode.max_pixels, draft_size=draft)
+            image, width, height = open_image(
+                f.path,
+                max_pixels=config.decode.max_pixels,
+                draft_size=draft,
+                reduce_above=config.decode.reduce_above,
+            )
         except ImageError as e:
             return Skipped(f.path, str(e))
         record = ImageRecord(path=f.path, size=f.size, mtime=f.mtime, width=width, height=height)
@@ -469,9 +493,13 @@ def _decoded_batches(
 
     with ThreadPoolExecutor(max_workers=_decode_workers(), thread_name_prefix="dedup-decode") as pool:
         pending: deque[list[Future[_Loaded]]] = deque()
-        for start in range(0, len(files), size):
-            pending.append([pool.submit(load, f) for f in files[start : start + size]])
-            if len(pending) >= PREFETCH_BATCHES:
+        try:
+            for start in range(0, len(files), size):
+                pending.append([pool.submit(load, f) for f in files[start : start + size]])
+                if len(pending) >= PREFETCH_BATCHES:
+                    yield [fut.result() for fut in pending.popleft()]
+            while pending:
                 yield [fut.result() for fut in pending.popleft()]
-        while pending:
-            yield [fut.result() for fut in pending.popleft()]
+        except BaseException:  # Ctrl-C (or the caller stopped): do not decode the queued batches first
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -9,20 +9,24 @@ nothing here prints, and no Pillow or OS exception escapes.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import stat
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from dedup.config import DiscoverConfig
-from dedup.errors import ImageError, InputError
+from dedup.config import DEFAULT_REDUCE_ABOVE, DiscoverConfig
+from dedup.errors import ImageError, InputError, NotRegularFileError
 
 ProgressFn = Callable[[str, int, int | None], None]
 """Progress callback ``(phase, done, total)``; ``total`` is ``None`` when unknown."""
@@ -76,6 +80,8 @@ IMAGE_EXTENSIONS = frozenset(
         ".mpo",
     }
 )
+# Vector formats: recognised by name and reported as skipped (dedup compares pixels, and has no rasteriser).
+VECTOR_EXTENSIONS = frozenset({".svg", ".svgz"})
 
 # Raster formats with unambiguous magic numbers: tried on every file, whatever its name.
 _SNIFF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO", "JPEG2000", "AVIF", "QOI", "PSD")
@@ -89,6 +95,7 @@ EMPTY_FILE = "empty file"
 BROKEN_SYMLINK = "broken symlink"
 PERMISSION_DENIED = "permission denied"
 TRUNCATED = "truncated image"
+VECTOR_IMAGE = "vector image (SVG): not supported; convert it to PNG to compare it"
 
 
 @dataclass(frozen=True)
@@ -141,11 +148,62 @@ class ImageRecord:
     height: int
 
 
+# --------------------------------------------------------------------------------------------- opening
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words: "FIFO", "character device", "socket", ..."""
+    kinds = (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "folder"),
+    )
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def not_regular(mode: int) -> str:
+    """The skip reason of a path that is not a regular file: ``not a regular file (FIFO)``."""
+    return f"not a regular file ({file_kind(mode)})"
+
+
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open a scanned file for reading, only if it is (still) a regular file.
+
+    The check is made on the open descriptor (``fstat``), so a FIFO, a device or a link to ``/dev/zero``
+    swapped in after discovery is refused, never read; ``O_NONBLOCK`` makes the open itself return at once
+    for a FIFO without a writer (it is switched off again for reading a regular file). Every read of a
+    scanned file's bytes (sniffing, decoding, content digests, copies) goes through here.
+
+    Raises:
+        NotRegularFileError: the path is not a regular file (an :class:`OSError`).
+        OSError: it cannot be opened.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(path, file_kind(mode))
+        if _OPEN_FLAGS & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 # --------------------------------------------------------------------------------------------- discover
 
 
 def _has_image_extension(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+    ext = os.path.splitext(path)[1].lower()
+    return ext in IMAGE_EXTENSIONS or ext in VECTOR_EXTENSIONS
 
 
 @cache
@@ -178,7 +236,7 @@ def _is_image(path: str) -> bool:
         OSError: the file cannot be opened or read (e.g. ``PermissionError``).
     """
     try:
-        with Image.open(path, formats=_sniff_formats(path)):
+        with open_regular(path) as f, Image.open(f, formats=_sniff_formats(path)):
             return True
     except UnidentifiedImageError:
         return False
@@ -188,6 +246,21 @@ def _is_image(path: str) -> bool:
         return True
     except _PIL_ERRORS_OR_BOMB:
         return True
+
+
+def image_problem(path: str) -> str | None:
+    """Why ``path`` is not an image file the scan would use, or None when it is one: what discovery checks
+    (a regular file, not empty, content identified as an image), for callers that get paths from elsewhere
+    (a report). Reads the file's header only."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return not_regular(st.st_mode)
+        if st.st_size == 0:
+            return EMPTY_FILE
+        return None if _is_image(path) else NOT_AN_IMAGE
+    except OSError as e:
+        return _os_reason(e, "cannot read")
 
 
 @dataclass
@@ -272,6 +345,7 @@ class _Walk:
     def _file(self, path: str, st: os.stat_result, *, explicit: bool) -> None:
         """Consider one file: sniff its content once per (device, inode)."""
         if not stat.S_ISREG(st.st_mode):  # FIFOs, sockets, devices: never opened
+            self._unreadable(path, not_regular(st.st_mode), explicit)
             return
         key = (st.st_dev, st.st_ino)
         if key in self.seen_files or key in self.excluded:
@@ -288,6 +362,8 @@ class _Walk:
             return
         if found:
             self.files.append(ImageFile(path, st.st_size, st.st_mtime, st.st_mtime_ns))
+        elif os.path.splitext(path)[1].lower() in VECTOR_EXTENSIONS:
+            self.skipped.append(Skipped(path, VECTOR_IMAGE))
         else:
             self._unreadable(path, NOT_AN_IMAGE, explicit)
 
@@ -298,7 +374,9 @@ class _Walk:
 
 
 def _os_reason(e: OSError, what: str) -> str:
-    """Short reason for an OS error: "permission denied" or "<what>: <strerror>"."""
+    """Short reason for an OS error: "permission denied", "not a regular file (...)", or "<what>: <error>"."""
+    if isinstance(e, NotRegularFileError):
+        return str(e.strerror)
     if isinstance(e, PermissionError):
         return PERMISSION_DENIED
     return f"{what}: {(e.strerror or str(e)).lower()}"
@@ -345,8 +423,9 @@ def discover(
     Symlinked folders are followed (if ``cfg.follow_symlinks``) without looping. Hidden names
     (starting with ".") are skipped unless ``cfg.include_hidden``; ``paths`` themselves are always
     scanned. Non-image files are ignored silently unless their extension is an image one
-    (:data:`IMAGE_EXTENSIONS`) or they were given explicitly; then they are reported as skipped, as are
-    broken symlinks, empty files and unreadable files or folders.
+    (:data:`IMAGE_EXTENSIONS`, or an SVG's, :data:`VECTOR_EXTENSIONS`) or they were given explicitly; then
+    they are reported as skipped, as are broken symlinks, empty files, FIFOs, devices and sockets (never
+    opened) and unreadable files or folders.
 
     Args:
         paths: folders and/or files to scan.
@@ -409,6 +488,8 @@ def _short_reason(e: BaseException) -> str:
         return TRUNCATED
     if isinstance(e, PermissionError):
         return PERMISSION_DENIED
+    if isinstance(e, NotRegularFileError):
+        return str(e.strerror)
     if isinstance(e, UnidentifiedImageError):
         return "cannot decode: unrecognised image format"
     if isinstance(e, OSError) and e.errno is not None:
@@ -417,21 +498,42 @@ def _short_reason(e: BaseException) -> str:
     return f"cannot decode: {first_line[:120]}"
 
 
+#: Pixels converted per step when scaling high bit depths to 8 bit (float64 work arrays stay ~8 MB).
+_SCALE_BAND_PIXELS = 1 << 20
+
+
+def _bands(im: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """``(top row, float64 array of rows)`` of a single-channel image, a band of rows at a time, NaN -> 0
+    and infinities -> the largest finite values (so a full-size float64 copy is never made)."""
+    width, height = im.size
+    rows = max(1, _SCALE_BAND_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        band = im.crop((0, top, width, min(height, top + rows)))
+        yield top, np.nan_to_num(np.asarray(band, dtype=np.float64))
+
+
 def _scale_to_uint8(im: Image.Image) -> Image.Image:
     """16-bit, 32-bit integer or float single-channel image -> "L", scaling the value range.
 
     ``I;16*`` spans 0-65535. ``I`` is treated as 16-bit when its values fit 0-65535 (how Pillow loads
     many 16-bit files), else stretched min-max. ``F`` is treated as 0-1 when it fits, else stretched.
+    Works band by band: besides the 8-bit result, memory is a few MB whatever the image size.
     """
-    a = np.nan_to_num(np.asarray(im, dtype=np.float64))
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
-        scaled = a / 257.0
-    elif im.mode == "F" and lo >= 0 and hi <= 1:
-        scaled = a * 255.0
-    else:
-        scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))  # 2-D uint8 -> "L"
+    lo, hi = 0.0, 0.0
+    if not im.mode.startswith("I;16"):
+        extrema = [(float(a.min()), float(a.max())) for _, a in _bands(im) if a.size]
+        if extrema:
+            lo, hi = min(e[0] for e in extrema), max(e[1] for e in extrema)
+    out = np.zeros((im.size[1], im.size[0]), dtype=np.uint8)
+    for top, a in _bands(im):
+        if im.mode.startswith("I;16") or (im.mode == "I" and lo >= 0 and hi <= 65535):
+            scaled = a / 257.0
+        elif im.mode == "F" and lo >= 0 and hi <= 1:
+            scaled = a * 255.0
+        else:
+            scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        out[top : top + len(a)] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)  # 2-D uint8 -> "L"
 
 
 def _has_alpha(im: Image.Image) -> bool:
@@ -456,24 +558,73 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # also RGB itself: convert returns a copy that outlives the file
 
 
-def _decode(im: Image.Image, *, max_pixels: int, draft_size: int | None) -> tuple[Image.Image, int, int]:
-    """Decode an opened image: size check, draft, first frame, EXIF orientation, RGB."""
+# EXIF orientation -> the transpose that shows the image upright (what ImageOps.exif_transpose does).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# At most one image above ``reduce_above`` pixels is held at full size at a time, in the whole process
+# (decode threads, keypoints, thumbnails): with N threads, decoding needs one full-size buffer, not N.
+_FULL_SIZE = threading.Lock()
+
+
+def _reduce(im: Image.Image, limit: int, floor: int | None) -> Image.Image:
+    """``im`` shrunk by a whole factor (box filter: the mean of each block) to at most ``limit`` pixels, both
+    sides staying >= ``floor`` (the size the caller needs); ``im`` itself when no shrinking is needed."""
+    width, height = im.size
+    factor = math.ceil(math.sqrt(width * height / limit))
+    if floor:
+        factor = min(factor, max(1, min(width, height) // floor))
+    if factor <= 1:
+        return im
+    if im.mode == "1":
+        im = im.convert("L")  # one byte per pixel either way; a box filter keeps thin lines visible
+    size = (max(1, -(-width // factor)), max(1, -(-height // factor)))
+    if im.mode == "P":
+        return im.resize(size, Image.Resampling.NEAREST)  # keeps the palette (and its transparency)
+    try:
+        return im.reduce(factor)
+    except ValueError:  # modes reduce() does not take (I;16...): the same box filter through resize()
+        return im.resize(size, Image.Resampling.BOX)
+
+
+def _decode(
+    im: Image.Image, *, max_pixels: int, draft_size: int | None, reduce_above: int
+) -> tuple[Image.Image, int, int]:
+    """Decode an opened image: size check, draft, first frame, shrinking, EXIF orientation, RGB."""
     orientation = _orientation(im)
     width, height = im.size[::-1] if orientation in _SWAPS_AXES else im.size
     if width * height > max_pixels:
         raise ImageError(_bomb_reason(width * height, max_pixels))
     if draft_size:
         im.draft("RGB", (draft_size, draft_size))  # JPEG only; keeps both sides >= draft_size
-    im.load()  # the first frame: Pillow opens animated GIF / WebP / APNG positioned on frame 0
-    oriented = ImageOps.exif_transpose(im) if orientation != 1 else im
-    return to_rgb(oriented), width, height
+    large = im.size[0] * im.size[1] > reduce_above
+    with _FULL_SIZE if large else nullcontext():
+        im.load()  # the first frame: Pillow opens animated GIF / WebP / APNG positioned on frame 0
+        work = _reduce(im, reduce_above, draft_size) if large else im
+    if orientation in _TRANSPOSE:
+        work = work.transpose(_TRANSPOSE[orientation])
+    return to_rgb(work), width, height
 
 
-def open_image(path: str, *, max_pixels: int, draft_size: int | None) -> tuple[Image.Image, int, int]:
+def open_image(
+    path: str, *, max_pixels: int, draft_size: int | None, reduce_above: int = DEFAULT_REDUCE_ABOVE
+) -> tuple[Image.Image, int, int]:
     """Decode one image file to RGB. Thread-safe (no global Pillow settings are changed).
 
     EXIF orientation is applied; CMYK, palette, alpha (composited on white), grayscale, 1-bit, 16-bit
     and float images are converted to 8-bit RGB; animated images give their first frame.
+
+    Memory: Pillow holds the image at full size once (at most 4 bytes per pixel, so ``max_pixels`` bounds
+    it); an image of more than ``reduce_above`` pixels (after JPEG drafting) is shrunk by a whole factor
+    right after loading, before any conversion, and only one such image is held at full size at a time in
+    the process. High bit depths are scaled to 8 bit band by band, never as a full-size float copy.
 
     Args:
         path: image file.
@@ -481,6 +632,8 @@ def open_image(path: str, *, max_pixels: int, draft_size: int | None) -> tuple[I
             Pillow's own hard limit (``2 * Image.MAX_IMAGE_PIXELS``) still applies above it.
         draft_size: side in pixels the caller needs; JPEGs are then decoded at a reduced scale whose
             width and height both stay >= ``draft_size``. ``None`` = full resolution.
+        reduce_above: images with more pixels are shrunk (box filter, by a whole factor, both sides
+            staying >= ``draft_size``) to at most this many pixels (``decode.reduce_above``).
 
     Returns:
         ``(image, width, height)``: an RGB image (possibly smaller than full size when drafted) and the
@@ -488,13 +641,15 @@ def open_image(path: str, *, max_pixels: int, draft_size: int | None) -> tuple[I
 
     Raises:
         ImageError: "empty file", "truncated image", "decompression bomb (N pixels > limit M)",
-            "permission denied", "cannot decode: <reason>" or "cannot read: <reason>".
+            "permission denied", "cannot decode: <reason>" or "cannot read: <reason>", or "not a regular
+            file (FIFO)" (or another kind) for a path that is no longer a regular file.
     """
     try:
-        if os.stat(path).st_size == 0:
-            raise ImageError(EMPTY_FILE)
-        with Image.open(path, formats=_sniff_formats(path)) as im:
-            return _decode(im, max_pixels=max_pixels, draft_size=draft_size)
+        with open_regular(path) as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise ImageError(EMPTY_FILE)
+            with Image.open(f, formats=_sniff_formats(path)) as im:
+                return _decode(im, max_pixels=max_pixels, draft_size=draft_size, reduce_above=reduce_above)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(_pillow_bomb_reason(e, max_pixels)) from e
     except _PIL_ERRORS as e:

@@ -90,6 +90,18 @@ class ScanResult:
         return self.verifier.evaluate(np.array([[i, keep]]))[0]
 
     @property
+    def blank(self) -> list[int]:
+        """Images with no detail to compare (indices into ``images``): some extractor gave them the zero
+        vector, as phash and thumb do for a blank or nearly blank image, so that descriptor matches them to
+        nothing."""
+        embeddings = list(self.all_embeddings.values()) or [self.embeddings]
+        zero = np.zeros(len(self.images), dtype=bool)
+        for emb in embeddings:
+            if len(emb.vectors) == len(self.images):
+                zero |= ~np.any(emb.vectors, axis=1)
+        return np.flatnonzero(zero).tolist()
+
+    @property
     def duplicates(self) -> int:
         """Images that could go: every group member except the kept one."""
         return sum(len(g.members) - 1 for g in self.groups)

@@ -36,6 +36,7 @@ k-distance curve (every nearest neighbour is close), which is why the plateau ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,12 +149,19 @@ class TuneResult:
         }
 
 
+#: Most thresholds one sweep tries (step 0.002 over the whole range -1..1).
+MAX_THRESHOLDS = 1001
+
+
 def threshold_range(lowest: float, highest: float, step: float) -> list[float]:
     """Thresholds from ``lowest`` to ``highest`` (inclusive, within rounding) every ``step``.
 
     Raises:
-        InputError: values outside [-1, 1], ``lowest > highest`` or ``step <= 0``.
+        InputError: values outside [-1, 1], ``lowest > highest``, ``step <= 0`` (or not a number), or more
+            than :data:`MAX_THRESHOLDS` thresholds (every one costs a clustering of the whole graph).
     """
+    if not math.isfinite(step):
+        raise InputError(f"threshold step must be a number, got {step}")
     if not (-1.0 <= lowest <= 1.0 and -1.0 <= highest <= 1.0):
         raise InputError(f"thresholds must lie in -1..1, got {lowest} to {highest}")
     if lowest > highest:
@@ -161,6 +169,11 @@ def threshold_range(lowest: float, highest: float, step: float) -> list[float]:
     if step <= 0:
         raise InputError(f"threshold step must be positive, got {step}")
     count = int(np.floor((highest - lowest) / step + 1e-9)) + 1
+    if count > MAX_THRESHOLDS:
+        raise InputError(
+            f"threshold step {step:g} from {lowest:g} to {highest:g} gives {count:,} thresholds; at most "
+            f"{MAX_THRESHOLDS:,} (use a larger --step or a narrower --min/--max)"
+        )
     return sorted({round(lowest + i * step, 6) for i in range(count)})
 
 
@@ -404,8 +417,11 @@ def tune(
         WeightsError: model weights cannot be obtained and no fallback is allowed.
     """
     # a bad range must fail before the long extraction (ends not given are the extractor's, known later)
+    ranges = [*DEFAULT_RANGES.values(), FALLBACK_RANGE]
     threshold_range(
-        -1.0 if lowest is None else lowest, 1.0 if highest is None else highest, 1.0 if step is None else step
+        min(r[0] for r in ranges) if lowest is None else lowest,
+        max(r[1] for r in ranges) if highest is None else highest,
+        1.0 if step is None else step,
     )
     collection = collect_features(paths, config, progress=progress, warn=warn, first_only=True)
     return sweep(collection, thresholds, lowest=lowest, highest=highest, step=step, progress=progress)

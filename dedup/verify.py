@@ -286,9 +286,13 @@ class KeypointStore:
         if not todo:
             return
         with _opencv_threads(1), ThreadPoolExecutor(self.workers, thread_name_prefix="dedup-kp") as pool:
-            for done, _ in enumerate(pool.map(lambda i: self._compute(i, mirrored), todo), start=1):
-                if progress and (done % 64 == 0 or done == len(todo)):
-                    progress("keypoints", done, len(todo))
+            try:
+                for done, _ in enumerate(pool.map(lambda i: self._compute(i, mirrored), todo), start=1):
+                    if progress and (done % 64 == 0 or done == len(todo)):
+                        progress("keypoints", done, len(todo))
+            except BaseException:  # Ctrl-C: drop the queued images instead of computing them all first
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 @dataclass(frozen=True)
@@ -444,10 +448,14 @@ class Verifier:
                     ThreadPoolExecutor(max(1, workers), thread_name_prefix="dedup-verify") as pool,
                 ):
                     futures = pool.map(lambda k: (k, self._verify_pair(int(a[k]), int(b[k]))), need)
-                    for done, (k, res) in enumerate(futures, start=1):
-                        results[k] = res
-                        if progress and (done % 256 == 0 or done == len(need)):
-                            progress("verify", done, len(need))
+                    try:
+                        for done, (k, res) in enumerate(futures, start=1):
+                            results[k] = res
+                            if progress and (done % 256 == 0 or done == len(need)):
+                                progress("verify", done, len(need))
+                    except BaseException:  # Ctrl-C: drop the queued pairs
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
             for k, key in enumerate(todo):
                 similarities = {n: round(float(sims[e, k]), 6) for e, n in enumerate(self.names)}
                 by = tuple(n for e, n in enumerate(self.names) if proposed[e, k])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -57,9 +58,31 @@ def killed_at(step: str, n: int) -> str:
     return _KILL_PRELUDE.format(step=step, n=n)
 
 
-def cli_command(*args: str, kill: str | None = None) -> list[str]:
-    """``python -c ...`` running ``dedup ARGS`` in a fresh process, killed at ``kill`` ("step:N") if given."""
-    code = killed_at(kill.split(":")[0], int(kill.split(":")[1])) if kill else ""
+_PAUSE_PRELUDE = """
+import os, time
+from dedup.actions import fileops
+_seen = {{}}
+def _hook(step, want={step!r}, n={n}):
+    if step == want:
+        _seen[step] = _seen.get(step, 0) + 1
+        if _seen[step] == n:
+            open({marker!r}, "w").close()
+            while not os.path.exists({go!r}):
+                time.sleep(0.05)
+fileops.set_checkpoint(_hook)
+"""
+
+
+def paused_at(step: str, n: int, marker: Path, go: Path) -> str:
+    """Python code that installs a checkpoint hook pausing the process at the ``n``-th ``step``: it creates
+    ``marker`` and waits until ``go`` exists (a run held half-way, for the concurrency tests)."""
+    return _PAUSE_PRELUDE.format(step=step, n=n, marker=str(marker), go=str(go))
+
+
+def cli_command(*args: str, kill: str | None = None, prelude: str = "") -> list[str]:
+    """``python -c ...`` running ``dedup ARGS`` in a fresh process, killed at ``kill`` ("step:N") if given,
+    after the Python code ``prelude`` (e.g. :func:`paused_at`)."""
+    code = prelude + (killed_at(kill.split(":")[0], int(kill.split(":")[1])) if kill else "")
     code += "\nimport sys\nfrom dedup.cli import main\nsys.argv = ['dedup', *sys.argv[1:]]\nmain()\n"
     return [sys.executable, "-c", code, *args]
 
@@ -67,9 +90,25 @@ def cli_command(*args: str, kill: str | None = None) -> list[str]:
 # ---------------------------------------------------------------------- hand-written reports of plain files
 
 
+def tiny_png(seed: int) -> bytes:
+    """A valid 2x2 PNG whose colours depend on ``seed`` (a few dozen bytes)."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (2, 2))
+    image.putdata([tuple(rng.randrange(256) for _ in range(3)) for _ in range(4)])  # type: ignore[misc]
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
 def write(path: Path, size: int, seed: int, mtime: float | None = None) -> Path:
+    """A file of ``size`` bytes whose content is recognised as an image (planning checks that every file
+    it acts on is one): a tiny PNG followed by random bytes, as long as ``size`` allows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(random.Random(seed).randbytes(size))
+    head = tiny_png(seed)
+    tail = random.Random(seed).randbytes(max(0, size - len(head)))
+    path.write_bytes((head + tail)[:size] if size >= len(head) else random.Random(seed).randbytes(size))
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path

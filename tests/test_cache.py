@@ -426,3 +426,48 @@ def test_similar_and_tune_read_the_cache_and_honour_no_cache(cli, photos, tmp_pa
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg2"))
     assert cli(*args, "--no-cache").exit_code == 0
     assert not (tmp_path / "xdg2" / "dedup" / FILENAME).exists()
+
+
+# ------------------------------------------------------------------- hostile and unlucky input (issue 16)
+
+
+def test_a_cache_problem_is_warned_about_once_not_once_per_extractor(photos, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    warnings: list[str] = []
+    config = cfg(blocker / "sub", **{"features.extractor": "phash+thumb+color"})
+    feats = collect_features([photos], config, warn=warnings.append)
+    assert len(feats.extractors) == 3 and feats.stats.extracted == 12
+    assert len([w for w in warnings if "feature cache" in w]) == 1, warnings
+
+
+def test_leftovers_of_a_read_only_connection_are_repaired_and_not_left_by_cache_info(photos, tmp_path):
+    from dedup.cache import info
+
+    folder = tmp_path / "c"
+    collect_features([photos], cfg(folder))
+    db = folder / FILENAME
+    side = [Path(f"{db}-wal"), Path(f"{db}-shm")]
+    assert not any(p.exists() for p in side)  # the scan's last connection removed them
+    info(folder)
+    assert not any(p.exists() for p in side), "cache info left -wal/-shm files behind"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # what a read-only run leaves behind
+    conn.execute("SELECT COUNT(*) FROM features").fetchone()
+    conn.close()
+    assert all(p.exists() for p in side)
+    for p in side:
+        p.chmod(0o444)  # as SQLite makes them while the database itself is read-only
+    with FeatureCache.open(folder, {"name": "x", "dim": 4, "preprocessing": "t"}, 4) as cache:
+        assert cache.enabled
+        # (as root SQLite could write them anyway; for their owner they would stay read-only forever)
+        assert [p.stat().st_mode & 0o777 for p in side] == [db.stat().st_mode & 0o777] * 2
+
+
+def test_a_name_that_is_not_utf8_is_scanned_without_the_cache(tmp_path):
+    name = os.fsdecode(b"x\xff.jpg")  # "x\udcff.jpg"
+    info = {"name": "x", "dim": 4, "preprocessing": "t"}
+    with FeatureCache.open(tmp_path, info, 4) as cache:
+        v = np.array([1, 0, 0, 0], dtype=np.float32)
+        cache.store([Row(f"/{name}", 10, 5, "d1", 3, 2, v, None), Row("/ok.jpg", 10, 5, "d1", 3, 2, v, None)])
+        assert cache.lookup([(f"/{name}", 10, 5), ("/ok.jpg", 10, 5)], mirror=False).keys() == {1}
+        assert cache.enabled

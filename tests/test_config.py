@@ -121,3 +121,51 @@ def test_precision_and_cache_keys():
         load_config(overrides={"features.precision": "fp8"})
     cfg = load_config(overrides={"cache.enabled": False, "cache.dir": "/tmp/x"})
     assert (cfg.cache.enabled, cfg.cache.dir) == (False, "/tmp/x")
+
+
+# ------------------------------------------------------------------- hostile and unlucky input (issue 16)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"cluster.threshold": float("nan")}, "expected a number or 'auto', got nan"),
+        ({"cluster.threshold": "nan"}, "expected a number or 'auto', got nan"),
+        ({"verify.min_coverage": float("inf")}, "expected a number, got inf"),
+        ({"index.seed": 99999999999999999999}, "index.seed: 99999999999999999999 is out of range"),
+        ({"index.search_k": 2**40}, "out of range"),
+        ({"group.seed": 2**32}, "out of range"),
+    ],
+)
+def test_values_the_later_stages_cannot_take_are_refused_up_front(overrides, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\\(").replace(")", r"\\)")):
+        load_config(overrides=overrides)
+
+
+def test_a_binary_or_deeply_nested_config_file_is_a_config_error(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(binary)
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"cluster:\n  threshold: 0.9\x00\n")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(nul)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply|not valid YAML"):
+        load_config(deep)
+
+
+def test_bad_values_fail_before_the_scan_with_one_line(cli, tmp_path):
+    (tmp_path / "seed.yaml").write_text("index:\n  seed: 99999999999999999999\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    for args in (
+        ["--threshold", "nan"],
+        ["--config", str(tmp_path / "seed.yaml")],
+        ["--config", str(tmp_path / "binary.yaml")],
+    ):
+        result = cli("scan", str(tmp_path), "--features", "phash", *args)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1
+        assert "Discovering" not in result.stderr and "Traceback" not in result.output

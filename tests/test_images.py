@@ -197,7 +197,7 @@ def test_fifo_is_never_opened(tmp_path: Path) -> None:
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "discover blocked opening a FIFO"
-    assert result == [([], [])]
+    assert result == [([], [Skipped(str(tmp_path / "pipe.jpg"), "not a regular file (FIFO)")])]
 
 
 @pytest.mark.skipif(
@@ -225,14 +225,14 @@ def test_permission_denied_file_and_folder(tmp_path: Path) -> None:
 def test_permission_denied_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same as above through a fake PermissionError, so it also runs as root."""
     make_photo(5, (40, 30)).save(tmp_path / "locked.jpg")
-    real_open = Image.open
+    real_open = os.open
 
-    def deny(fp: Any, *args: Any, **kwargs: Any) -> Any:
-        if str(fp).endswith("locked.jpg"):
-            raise PermissionError(13, "Permission denied", str(fp))
-        return real_open(fp, *args, **kwargs)
+    def deny(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("locked.jpg"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Image, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     assert discover([tmp_path], DiscoverConfig()) == (
         [],
         [Skipped(str(tmp_path / "locked.jpg"), "permission denied")],
@@ -459,3 +459,144 @@ def test_imagededup_testdata_decodes_except_corrupt() -> None:
         assert image.mode == "RGB" and min(image.size) >= min(224, width, height)
     assert {s.path for s in skipped} | set(decode_skips) == corrupt
     assert set(paths(images)) - set(decode_skips) == good
+
+
+# ------------------------------------------------------------------- hostile and unlucky input (issue 16)
+
+
+def test_a_fifo_given_as_the_scan_path_and_svg_files_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (tmp_path / "empty.svg").write_bytes(b"")
+    images, skipped = discover([tmp_path / "pipe", tmp_path], DiscoverConfig())
+    assert images == []
+    assert skipped == [
+        Skipped(
+            str(tmp_path / "drawing.svg"),
+            "vector image (SVG): not supported; convert it to PNG to compare it",
+        ),
+        Skipped(str(tmp_path / "empty.svg"), "empty file"),
+        Skipped(str(tmp_path / "pipe"), "not a regular file (FIFO)"),
+    ]
+
+
+def _in_thread(fn: Any, timeout: float = 20) -> Any:
+    """``fn()`` in a daemon thread; fails the test (instead of hanging it) if it does not return in time."""
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(_outcome(fn)), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), "blocked reading a FIFO or a device"
+    return result[0]
+
+
+def _outcome(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - returned to the test, which checks it
+        return e
+
+
+@pytest.mark.parametrize("swap", ["fifo", "dev-zero"])
+def test_a_file_swapped_for_a_fifo_or_dev_zero_is_never_read(tmp_path: Path, swap: str) -> None:
+    """Issue 16, 6: every open of a scanned file checks on the open descriptor that it is a regular file."""
+    from dedup.cache import content_digest
+
+    path = tmp_path / "photo.jpg"
+    make_photo(1, (40, 30)).save(path)
+    path.unlink()
+    if swap == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    kind = "FIFO" if swap == "fifo" else "character device"
+    error = _in_thread(lambda: decode(path))
+    assert isinstance(error, ImageError) and str(error) == f"not a regular file ({kind})"
+    error = _in_thread(lambda: content_digest(str(path)))
+    assert isinstance(error, OSError) and "not a regular file" in str(error)
+
+
+def test_a_scan_survives_files_swapped_after_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16, 6, through the whole pipeline: an injected hook replaces files right after discovery by a
+    FIFO (same size as another file, so the identical-file pre-pass digests it) and by a link to /dev/zero."""
+    from dedup import extract, find_duplicates, load_config
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(4):
+        make_photo(i % 2, (80, 60)).save(root / f"p{i}.png")  # p0 == p2, p1 == p3 byte for byte
+    real_discover = extract.discover
+
+    def discover_then_swap(*args: Any, **kwargs: Any) -> Any:
+        found = real_discover(*args, **kwargs)
+        (root / "p2.png").unlink()
+        os.mkfifo(root / "p2.png")
+        (root / "p3.png").unlink()
+        (root / "p3.png").symlink_to("/dev/zero")
+        return found
+
+    monkeypatch.setattr(extract, "discover", discover_then_swap)
+    config = load_config(overrides={"features.extractor": "phash+thumb+color"})
+    result = _in_thread(lambda: find_duplicates([root], config), timeout=60)
+    assert not isinstance(result, BaseException), result
+    assert {os.path.basename(s.path): s.reason for s in result.skipped} == {
+        "p2.png": "not a regular file (FIFO)",
+        "p3.png": "not a regular file (character device)",
+    }
+    assert sorted(os.path.basename(r.path) for r in result.images) == ["p0.png", "p1.png"]
+
+
+def test_a_huge_16_bit_image_decodes_in_bounded_memory(tmp_path: Path) -> None:
+    """Issue 16, 11: a 6000 x 6000 16-bit PNG (72 MB of pixels) used to need ~1.6 GB (float64 copies);
+    now the full-size buffer once plus small bands, and it is shrunk before anything else."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big16.png"
+    ramp = np.linspace(0, 65535, 6000, dtype=np.float32)
+    Image.fromarray(((ramp[:, None] + ramp[None, :]) / 2).astype(np.uint16)).save(path, compress_level=1)
+    code = (
+        "import resource, sys\n"
+        "from dedup.images import open_image\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"im, w, h = open_image({str(path)!r}, max_pixels=10**9, draft_size=64)\n"
+        "grow = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024\n"
+        "print(im.size[0], im.size[1], w, h, round(grow))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    width, height, full_w, full_h, grown_mb = map(int, out.stdout.split())
+    assert (full_w, full_h) == (6000, 6000) and width * height <= 16_777_216 and min(width, height) >= 64
+    assert grown_mb < 250, f"decoding grew the process by {grown_mb} MB"
+
+
+def test_images_above_reduce_above_are_shrunk_by_a_whole_factor_and_others_untouched(tmp_path: Path) -> None:
+    photo = make_photo(3, (400, 300))
+    photo.save(tmp_path / "p.png")
+    full, w, h = decode(tmp_path / "p.png")
+    same, _, _ = decode(tmp_path / "p.png", reduce_above=400 * 300)
+    assert full.size == (400, 300) and np.array_equal(np.asarray(full), np.asarray(same))
+    small, w2, h2 = decode(tmp_path / "p.png", reduce_above=10_000)
+    assert small.size == (100, 75) and (w2, h2) == (w, h) == (400, 300)  # factor 4: 7,500 pixels
+    floor, _, _ = decode(tmp_path / "p.png", reduce_above=10_000, draft_size=150)
+    assert floor.size == (200, 150)  # never below what the caller needs
+    for mode in ("I;16", "P", "1", "RGBA"):
+        image = Image.fromarray((np.arange(400 * 300) % 250).astype(np.uint16).reshape(300, 400))
+        image = image if mode == "I;16" else photo.convert(mode)
+        image.save(tmp_path / f"m{mode.replace(';', '')}.png")
+        out, _, _ = decode(tmp_path / f"m{mode.replace(';', '')}.png", reduce_above=10_000)
+        assert out.mode == "RGB" and out.size == (100, 75), mode
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_shrunk_image_keeps_its_exif_orientation(tmp_path: Path, orientation: int) -> None:
+    photo = make_photo(4, (400, 300))
+    save_with_orientation(photo, tmp_path / "o.jpg", orientation)
+    upright, w, h = decode(tmp_path / "o.jpg")
+    small, w2, h2 = decode(tmp_path / "o.jpg", reduce_above=10_000)
+    assert (w2, h2) == (w, h) and small.size == (upright.size[0] // 4, upright.size[1] // 4)
+    diff = np.abs(np.asarray(upright.resize(small.size), dtype=np.int16) - np.asarray(small, dtype=np.int16))
+    assert diff.mean() < 12

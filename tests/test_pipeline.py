@@ -208,3 +208,42 @@ def test_rotated_views_follow_verification_when_auto(tmp_path):
     forced = views(**{"features.extractor": "phash", "features.rotations": True})
     assert forced[0][:3] == ["rot90", "rot180", "rot270"]
     assert all("rot90" in v for v in views(**{"features.extractor": "phash+thumb"}))  # verified combination
+
+
+@pytest.mark.parametrize("extractor", ["phash+thumb+color", "phash", "thumb"])
+def test_blank_images_are_reported_and_never_grouped(tmp_path, cli, extractor):
+    """Issue 16, 10: four single-colour PNGs (and a nearly flat one) used to form one group at similarity
+    1.0 (phash 'sure') and prune moved three of them."""
+    from PIL import Image
+
+    from imagegen import make_photo
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name, colour in {
+        "black": (0, 0, 0),
+        "white": (255, 255, 255),
+        "red": (255, 0, 0),
+        "blue": (0, 0, 255),
+    }.items():
+        Image.new("RGB", (640, 480), colour).save(root / f"{name}.png")
+    noise = np.random.default_rng(0).integers(0, 2, (480, 640, 3), dtype=np.uint8) + 120  # +-1 grey level
+    Image.fromarray(noise).save(root / "nearly_flat.png")
+    photo = make_photo(1, (320, 240))
+    photo.save(root / "photo.png")
+    photo.resize((160, 120)).save(root / "photo_small.png")
+    result = find_duplicates([root], load_config(overrides={"features.extractor": extractor}))
+    groups = [sorted(Path(result.images[m].path).name for m in g.members) for g in result.groups]
+    assert groups == [["photo.png", "photo_small.png"]]
+    blank = sorted(Path(result.images[i].path).name for i in result.blank)
+    assert blank == ["black.png", "blue.png", "nearly_flat.png", "red.png", "white.png"]
+    report = from_result(result).to_dict()
+    assert report["stats"]["blank"] == 5
+    assert {Path(i["path"]).name for i in report["images"] if i.get("blank")} == set(blank)
+    assert all("blank" not in i for i in report["images"] if Path(i["path"]).name.startswith("photo"))
+    q = tmp_path / "q"
+    summary = cli("scan", root, "--features", extractor)
+    assert summary.exit_code == 0 and "Blank images (not compared)" in summary.stdout
+    moved = cli("prune", root, "--to", q, "--features", extractor)
+    assert moved.exit_code == 0, moved.output
+    assert sorted(p.name for p in q.rglob("*.png")) == ["photo_small.png"]

@@ -145,9 +145,16 @@ def test_tune_cli_table_plot_and_json(cli, tmp_path):
         (["--plot", "t.pdf"], "use .svg or .png"),
         (["--min", "0.9", "--max", "0.5"], "above the highest"),
         (["--step", "0"], "step must be positive"),
+        (["--step", "1e-9"], "thresholds; at most 1,001"),  # issue 16: no output after 300 s
+        (["--step", "nan"], "step must be a number"),
+        (["--min", "nan"], "must lie in -1..1"),
     ],
 )
 def test_tune_cli_bad_options_fail_before_extracting(cli, tmp_path, args, message):
     result = cli("tune", str(tmp_path), "-f", "phash", *args)
     assert result.exit_code == 1
     assert message in result.stderr and "Sweeping" not in result.stderr
+
+
+def test_a_fine_step_over_a_narrow_range_is_allowed():
+    assert len(tuning.threshold_range(0.90, 0.95, 0.0001)) == 501

@@ -21,14 +21,21 @@ Manifest format (one JSON object per line; every line is flushed and fsynced bef
 
 - ``{"type": "header", "version": 1, "tool", "command": "prune"|"group", "mode": "move"|"delete"|"copy"|
   "link", "created", "scanned_roots": [...], "dest": str|null, "roots": [...scanned roots, dest],
-  "irreversible": bool, "created_dirs": [...]}`` -- ``roots`` are the only folders the manifest may touch.
+  "irreversible": bool, "created_dirs": [...]}``. Undo does not take ``roots`` on trust: the output folder
+  is the folder the manifest lies in, the scanned roots are the plan's (see :mod:`~dedup.actions.undo`).
 - ``{"type": "plan", "plan": Plan.to_dict()}`` and, when a resumed run found new work, ``{"type":
   "plan-extend", "operations": [...]}``.
 - ``{"type": "mkdir", "path"}`` before creating a folder; ``{"type": "intent", "index", "op", "src",
-  "dst"}`` before an operation; ``{"type": "done", "index", "dst", "sha256"?}`` after it;
+  "dst"}`` before an operation; ``{"type": "done", "index", "dst", "sha256"?, "inode"?}`` after it (the
+  sha256 of a copied file, the ``[device, inode]`` of a copy);
   ``{"type": "failed", "index", "reason"}``; ``{"type": "resume", "created"}``; ``{"type": "end", ...}``.
 - Undo appends ``undo-start``, ``undo-intent`` / ``undo-done`` / ``undo-failed`` (with ``index``) and
   ``undo-end``.
+
+Paths that are not valid UTF-8 are written as ``\\udcXX`` escapes (:func:`dedup.report.files.json_text`),
+which read back as the very names. A line that is not JSON (a record cut short by a kill or a full disk)
+is skipped. An apply or undo holds an exclusive lock on the folder of its manifest for its whole run
+(:func:`run_lock`); a second run into the same folder stops with "another dedup run is in progress".
 
 ``prune --delete`` has no output folder: its manifest goes to :func:`default_state_dir` and is marked
 ``"irreversible": true``; deleted files cannot be restored by :func:`undo`, which says so.
@@ -37,7 +44,15 @@ Manifest format (one JSON object per line; every line is flushed and fsynced bef
 from __future__ import annotations
 
 from dedup.actions.apply import ApplyResult, Failure, apply
-from dedup.actions.journal import default_state_dir, find_resumable, new_manifest_path, read_manifest
+from dedup.actions.journal import (
+    default_state_dir,
+    find_resumable,
+    manifest_dir,
+    new_manifest_path,
+    read_manifest,
+    run_lock,
+    settle_earlier,
+)
 from dedup.actions.layout import (
     CLUSTERS_FILE,
     NAMES_FILE,
@@ -49,7 +64,7 @@ from dedup.actions.layout import (
     write_cluster_files,
     write_names,
 )
-from dedup.actions.paths import output_exclusions
+from dedup.actions.paths import check_roots, check_writable, output_exclusions
 from dedup.actions.plan import (
     GROUP_MODES,
     MANIFEST_VERSION,
@@ -77,15 +92,20 @@ __all__ = [
     "apply",
     "check_group_reports",
     "check_plan_reports",
+    "check_roots",
+    "check_writable",
     "default_state_dir",
     "find_resumable",
     "load_names",
+    "manifest_dir",
     "names_yaml",
     "new_manifest_path",
     "output_exclusions",
     "plan_group",
     "plan_prune",
     "read_manifest",
+    "run_lock",
+    "settle_earlier",
     "undo",
     "with_names",
     "write_cluster_files",

@@ -3,6 +3,7 @@ run (nothing is done twice)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -12,7 +13,17 @@ from typing import Any
 
 from dedup import __version__
 from dedup.actions.fileops import checkpoint, copy_verified, describe, makedirs, move, same_content
-from dedup.actions.journal import Journal, ManifestState, fold, now, read_manifest, run_key
+from dedup.actions.journal import (
+    NO_SPACE,
+    Journal,
+    JournalError,
+    ManifestState,
+    fold,
+    now,
+    read_manifest,
+    run_key,
+    run_lock,
+)
 from dedup.actions.paths import absolute, free_name, partial_name
 from dedup.actions.plan import MANIFEST_VERSION, MTIME_TOLERANCE, Operation, Plan, SkippedItem, bytes_freed
 from dedup.errors import ActionError
@@ -95,9 +106,22 @@ def apply(plan: Plan, manifest: str | os.PathLike[str], progress: ProgressFn | N
         :class:`ApplyResult`; ``result.complete`` is False when anything failed or was skipped.
 
     Raises:
-        ActionError: the manifest cannot be written, or belongs to another / finished / undone run.
+        ActionError: another run holds the folder's lock ("another dedup run is in progress"), the folder
+            cannot be created, the manifest cannot be written or belongs to another / finished / undone
+            run, or the run had to stop half-way because the destination is full or read-only (what was
+            done is journaled and no partial file is left: run again to finish, or undo).
     """
     path = Path(absolute(manifest))
+    try:
+        created = makedirs(str(path.parent), None, None)
+    except OSError as e:
+        raise ActionError(f"cannot create the folder {path.parent}: {describe(e)}") from e
+    with run_lock(path.parent):
+        return _apply_locked(plan, path, created, progress)
+
+
+def _apply_locked(plan: Plan, path: Path, created: list[str], progress: ProgressFn | None) -> ApplyResult:
+    """:func:`apply` under the run folder's lock."""
     if path.exists() and path.stat().st_size:
         state = fold(read_manifest(path), path)
         h = state.header
@@ -107,42 +131,50 @@ def apply(plan: Plan, manifest: str | os.PathLike[str], progress: ProgressFn | N
                 f"manifest {path} belongs to a finished, undone or different run; use a new manifest"
             )
         journal = Journal(path)
-        journal.write({"type": "resume", "created": now()})
-        known = {(op.op, op.src) for op in state.operations}
-        extra = [op for op in plan.operations if (op.op, op.src) not in known]
-        if extra:
-            journal.write({"type": "plan-extend", "operations": [op.to_dict() for op in extra]})
-            state.operations.extend(extra)
+        try:
+            journal.write({"type": "resume", "created": now()})
+            known = {(op.op, op.src) for op in state.operations}
+            extra = [op for op in plan.operations if (op.op, op.src) not in known]
+            if extra:
+                journal.write({"type": "plan-extend", "operations": [op.to_dict() for op in extra]})
+                state.operations.extend(extra)
+        except JournalError as e:
+            journal.close()
+            raise ActionError(f"{e}; nothing was done (the interrupted run can be resumed later)") from e
         sources = {op.src for op in state.operations}
         result = ApplyResult(
             path, state.plan, resumed=True, skipped=[s for s in plan.skipped if s.path not in sources]
         )
         result.plan.operations = list(state.operations)
     else:
-        created = makedirs(str(path.parent), None, None)
         journal = Journal(path)
         roots = list(plan.roots) + ([plan.dest] if plan.dest is not None else [])
-        journal.write(
-            {
-                "type": "header",
-                "version": MANIFEST_VERSION,
-                "tool": f"dedup {__version__}",
-                "command": plan.command,
-                "mode": plan.mode,
-                "created": now(),
-                "scanned_roots": list(plan.roots),
-                "dest": plan.dest,
-                "roots": roots,
-                "irreversible": plan.mode == "delete",
-                "note": (
-                    "files deleted by this run cannot be restored by 'dedup undo'"
-                    if plan.mode == "delete"
-                    else "reverse with: dedup undo <this file>"
-                ),
-                "created_dirs": created,
-            }
-        )
-        journal.write({"type": "plan", "plan": plan.to_dict()})
+        try:
+            journal.write(
+                {
+                    "type": "header",
+                    "version": MANIFEST_VERSION,
+                    "tool": f"dedup {__version__}",
+                    "command": plan.command,
+                    "mode": plan.mode,
+                    "created": now(),
+                    "scanned_roots": list(plan.roots),
+                    "dest": plan.dest,
+                    "roots": roots,
+                    "irreversible": plan.mode == "delete",
+                    "note": (
+                        "files deleted by this run cannot be restored by 'dedup undo'"
+                        if plan.mode == "delete"
+                        else "reverse with: dedup undo <this file>"
+                    ),
+                    "created_dirs": created,
+                }
+            )
+            journal.write({"type": "plan", "plan": plan.to_dict()})
+        except JournalError as e:  # nothing was done: leave no half manifest behind
+            journal.close()
+            path.unlink(missing_ok=True)
+            raise ActionError(f"{e}; nothing was done") from e
         state = ManifestState({}, plan, list(plan.operations))
         result = ApplyResult(path, plan, skipped=list(plan.skipped))
     try:
@@ -158,7 +190,19 @@ def apply(plan: Plan, manifest: str | os.PathLike[str], progress: ProgressFn | N
                     result.already_done.append(_with_dst(op, state.intents[i].get("dst")))
                     continue
                 result.done.append(_perform(op, i, plan.dest, journal))
-            except (OSError, ActionError) as e:
+            except JournalError as e:
+                raise _stopped(result, total, path, str(e)) from e
+            except OSError as e:
+                if e.errno in NO_SPACE:  # every further operation would fail the same way
+                    with contextlib.suppress(JournalError):
+                        journal.write({"type": "failed", "index": i, "reason": describe(e)})
+                    raise _stopped(
+                        result, total, path, f"the destination cannot take more: {describe(e)}"
+                    ) from e
+                reason = describe(e)
+                journal.write({"type": "failed", "index": i, "reason": reason})
+                result.failed.append(Failure(op, reason))
+            except ActionError as e:
                 reason = describe(e)
                 journal.write({"type": "failed", "index": i, "reason": reason})
                 result.failed.append(Failure(op, reason))
@@ -172,9 +216,21 @@ def apply(plan: Plan, manifest: str | os.PathLike[str], progress: ProgressFn | N
                 "failed": len(result.failed),
             }
         )
+    except JournalError as e:
+        raise _stopped(result, len(state.operations), path, str(e)) from e
     finally:
         journal.close()
     return result
+
+
+def _stopped(result: ApplyResult, total: int, manifest: Path, reason: str) -> ActionError:
+    """The error of a run stopped half-way (disk full, manifest unwritable): what was done stays done and
+    journaled, no partial file is left; the same command completes it, ``dedup undo`` reverses it."""
+    done = len(result.done) + len(result.already_done)
+    return ActionError(
+        f"stopped after {done} of {total} operations: {reason}. Free some space and run the same command "
+        f"again to finish, or reverse what was done with: dedup undo {manifest}"
+    )
 
 
 def _with_dst(op: Operation, dst: Any) -> Operation:
@@ -221,6 +277,9 @@ def _perform(op: Operation, index: int, dest: str | None, journal: Journal) -> O
     record: dict[str, Any] = {"type": "done", "index": index, "dst": dst}
     if digest is not None:
         record["sha256"] = digest
+    if op.op == "copy" and dst is not None:  # undo removes only this very file (same inode)
+        st_dst = os.lstat(dst)
+        record["inode"] = [st_dst.st_dev, st_dst.st_ino]
     journal.write(record)
     checkpoint("done")
     return _with_dst(op, dst)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dedup.actions.journal import Journal, fsync_dir
 from dedup.actions.paths import partial_name, within
 from dedup.errors import ActionError
+from dedup.images import open_regular
 
 _CHUNK = 1 << 20
 
@@ -39,8 +40,9 @@ def checkpoint(step: str) -> None:
 
 
 def sha256(path: str) -> str:
+    """sha256 hex digest of a regular file's bytes (a FIFO or device is refused, never read)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -85,14 +87,14 @@ def copy_verified(src: str, dst: str) -> str:
         os.unlink(tmp)
     h = hashlib.sha256()
     size = 0
-    with open(src, "rb") as fin, open(tmp, "xb") as fout:
-        while chunk := fin.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-            fout.write(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
     try:
+        with open_regular(src) as fin, open(tmp, "xb") as fout:
+            while chunk := fin.read(_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
         st = os.stat(src)
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         os.chmod(tmp, stat.S_IMODE(st.st_mode))
@@ -100,12 +102,20 @@ def copy_verified(src: str, dst: str) -> str:
         if os.path.getsize(tmp) != size or sha256(tmp) != digest or st.st_size != size:
             raise ActionError(f"copy of {src} does not match the original (size or sha256); not used")
         place(tmp, dst)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    except BaseException:  # also a full disk half-way through: no partial file is left behind
+        _discard(tmp)
         raise
     fsync_dir(os.path.dirname(dst))
     return digest
+
+
+def _discard(tmp: str) -> None:
+    """Remove a temporary file if it is there (quietly: this runs while another error is raised)."""
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def move(src: str, dst: str) -> str | None:
@@ -129,8 +139,12 @@ def move(src: str, dst: str) -> str | None:
         tmp = partial_name(dst)
         if os.path.lexists(tmp):
             os.unlink(tmp)
-        os.symlink(os.readlink(src), tmp)
-        place(tmp, dst)
+        try:
+            os.symlink(os.readlink(src), tmp)
+            place(tmp, dst)
+        except BaseException:
+            _discard(tmp)
+            raise
         digest = None
     else:
         digest = copy_verified(src, dst)

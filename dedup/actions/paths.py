@@ -4,6 +4,7 @@ of a file, output folders excluded from the scan, and destinations that must not
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,98 @@ def escapes(path: str, roots: Sequence[str]) -> bool:
 
 
 def check_dest(to: str | os.PathLike[str], roots: Sequence[str]) -> str:
+    """The output folder of a plan: not a file, not a system folder, not (containing) a scanned root."""
     dest = absolute(to)
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise ActionError(f"destination {dest} exists and is not a folder")
+    why = system_folder(dest)
+    if why:
+        raise ActionError(f"destination {dest} is {why}; choose a folder of your own")
     real = os.path.realpath(dest)
     for root in roots:
         rreal = os.path.realpath(root)
         if within(root, dest) or within(rreal, real):
             raise ActionError(f"destination {dest} must not be, or contain, the scanned folder {root}")
     return dest
+
+
+# Folders no prune, group or undo acts in, whatever a report or manifest says: the root of the filesystem and
+# the operating system's own folders (themselves; a folder below /usr, /var, /home, /opt ... is fine, except
+# below the kernel's and the configuration's trees, which never hold an image collection).
+SYSTEM_FOLDERS = frozenset(
+    {
+        "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+        "/opt", "/proc", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+        "/usr/bin", "/usr/lib", "/usr/lib64", "/usr/local", "/usr/sbin", "/usr/share", "/var/lib",
+    }
+)  # fmt: skip
+SYSTEM_TREES = ("/boot", "/dev", "/etc", "/proc", "/sys")
+#: Folders below a system tree that are ordinary storage (a tmpfs anyone may use).
+NOT_SYSTEM = ("/dev/shm",)
+
+
+def system_folder(path: str) -> str | None:
+    """Why ``path`` (absolute) may not be a folder that files are acted on in, or None when it may: the
+    filesystem root, an operating-system folder itself (:data:`SYSTEM_FOLDERS`), or anything below
+    :data:`SYSTEM_TREES` -- compared as given and with symbolic links resolved."""
+    for p in dict.fromkeys([absolute(path), os.path.realpath(path)]):
+        if p == os.path.dirname(p):
+            return "the root of the filesystem"
+        if p in SYSTEM_FOLDERS:
+            return "a system folder"
+        if any(within(p, tree) for tree in SYSTEM_TREES) and not any(
+            within(p, ok) and p != ok for ok in NOT_SYSTEM
+        ):
+            return "inside a system folder"
+    return None
+
+
+def check_roots(roots: Sequence[str], what: str) -> list[str]:
+    """The scanned roots of a plan, refused when one is a system folder (see :func:`system_folder`).
+
+    Raises:
+        ActionError: naming the root and ``what`` it comes from (e.g. "the report").
+    """
+    out = []
+    for root in roots:
+        r = absolute(root)
+        why = system_folder(r)
+        if why:
+            raise ActionError(
+                f"{what} names {r} as a scanned folder, which is {why}; dedup does not move, copy or delete "
+                "files there"
+            )
+        out.append(r)
+    return out
+
+
+def check_writable(to: str | os.PathLike[str]) -> str:
+    """An output folder that exists and is writable, or can be created (checked before a long scan).
+
+    Raises:
+        ActionError: it, or the nearest existing folder above it, is not a writable folder (permission
+            denied, read-only filesystem).
+    """
+    dest = absolute(to)
+    p = dest
+    while not os.path.isdir(p):
+        if os.path.lexists(p):
+            raise ActionError(f"destination {dest}: {p} exists and is not a folder")
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if not os.access(p, os.W_OK | os.X_OK):
+        how = "exists" if p == dest else f"would be created in {p}, which"
+        raise ActionError(f"destination {dest} {how} is not writable (permission denied or read-only)")
+    return dest
+
+
+def same_name(name: str, original: str) -> bool:
+    """``name`` is ``original`` or one of the ``" (n)"`` variants :func:`free_name` gives it."""
+    if name == original:
+        return True
+    stem, ext = os.path.splitext(original)
+    if stem == "" or (stem.startswith(".") and not ext):
+        stem, ext = original, ""
+    return re.fullmatch(re.escape(stem) + r" \(\d+\)" + re.escape(ext), name) is not None

@@ -1,5 +1,10 @@
-"""Planning file actions (pure: only ``stat()``, never a write): what ``prune`` and ``group`` would do with a
-:class:`~dedup.report.Report`, as a printable, JSON-serialisable :class:`Plan`."""
+"""Planning file actions (pure: ``stat()`` and reading file headers, never a write): what ``prune`` and
+``group`` would do with a :class:`~dedup.report.Report`, as a printable, JSON-serialisable :class:`Plan`.
+
+A report is trusted with *which* images form a group and which one is kept -- never with *where* files may
+be acted on: every file must be an image the scan would have found (a regular file whose content is an
+image, under a scanned folder that is not a system folder, see :func:`~dedup.actions.paths.check_roots`),
+with the size and modification time the report gives still on disk."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from dedup.actions.paths import (
     ESCAPE_REASON,
     absolute,
     check_dest,
+    check_roots,
     escapes,
     free_name,
     path_text,
@@ -20,6 +26,7 @@ from dedup.actions.paths import (
     within,
 )
 from dedup.errors import ActionError
+from dedup.images import image_problem
 from dedup.keep import check_policy, choose_keep
 from dedup.report.schema import Report, ReportImage, ReportMember, cluster_folders
 
@@ -112,6 +119,8 @@ class Plan:
         skipped: files left alone, with reasons (the command then reports that not everything was done).
         kept: kept image of every group the plan acts on (never touched by ``prune``).
         notes: informational remarks (e.g. an older report without an ``images`` list).
+        done_before: files of the report that an earlier, finished run of the same command already moved
+            or deleted (see :func:`~dedup.actions.journal.settle_earlier`); not a failure.
     """
 
     command: str
@@ -122,6 +131,7 @@ class Plan:
     skipped: list[SkippedItem] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    done_before: list[SkippedItem] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:
@@ -137,6 +147,7 @@ class Plan:
             **counts,
             "kept": len(self.kept),
             "skipped": len(self.skipped),
+            "done_before": len(self.done_before),
             "bytes_freed": self.bytes_freed,
         }
 
@@ -152,6 +163,7 @@ class Plan:
             "skipped": [s.to_dict() for s in self.skipped],
             "kept": list(self.kept),
             "notes": list(self.notes),
+            "done_before": [s.to_dict() for s in self.done_before],
         }
 
     @classmethod
@@ -169,8 +181,12 @@ class Plan:
                 ],
                 kept=[path_text(k) for k in d.get("kept", [])],
                 notes=[str(n) for n in d.get("notes", [])],
+                done_before=[
+                    SkippedItem(path_text(s["path"]), str(s["reason"]), s.get("group"))
+                    for s in d.get("done_before", [])
+                ],
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise ActionError(f"malformed plan: {e}") from e
 
 
@@ -183,10 +199,20 @@ def bytes_freed(command: str, ops: Iterable[Operation]) -> int:
 # ------------------------------------------------------------------------------------------ planning
 
 
+OUTSIDE_REASON = "outside the scanned folders"
+MISSING_REASON = "missing (moved or deleted since the report)"
+NO_FACTS_REASON = "the report does not give its size and modification time (bytes, mtime); left alone"
+
+
 def _report_roots(report: Report) -> list[str]:
+    """The report's scanned folders, which every file acted on must lie under.
+
+    Raises:
+        ActionError: no ``paths``, or one is the filesystem root or a system folder.
+    """
     if not report.paths:
         raise ActionError("the report has no 'paths' (the scanned folders); cannot plan file operations")
-    return [absolute(p) for p in report.paths]
+    return check_roots(report.paths, "the report")
 
 
 def _report_groups(report: Report) -> list[tuple[int, str, list[ReportMember]]]:
@@ -215,7 +241,8 @@ class _Facts(Protocol):
 class _Disk:
     """Memoised ``stat`` facts for planning."""
 
-    def __init__(self) -> None:
+    def __init__(self, roots: Sequence[str]) -> None:
+        self.roots = roots
         self._cache: dict[str, tuple[os.stat_result | None, os.stat_result | None, str | None]] = {}
 
     def get(self, path: str) -> tuple[os.stat_result | None, os.stat_result | None, str | None]:
@@ -224,12 +251,13 @@ class _Disk:
             self._cache[path] = self._look(path)
         return self._cache[path]
 
-    @staticmethod
-    def _look(path: str) -> tuple[os.stat_result | None, os.stat_result | None, str | None]:
+    def _look(self, path: str) -> tuple[os.stat_result | None, os.stat_result | None, str | None]:
+        if root_of(path, self.roots) is None:
+            return None, None, OUTSIDE_REASON
         try:
             lst = os.lstat(path)
         except FileNotFoundError:
-            return None, None, "missing (moved or deleted since the report)"
+            return None, None, MISSING_REASON
         except OSError as e:
             return None, None, f"cannot stat: {e.strerror or e}"
         try:
@@ -238,17 +266,21 @@ class _Disk:
             return lst, None, "broken symbolic link"
         if not stat.S_ISREG(st.st_mode):
             return lst, st, "not a regular file"
-        return lst, st, None
+        problem = image_problem(path)  # what discovery would have said of it
+        return lst, st, None if problem is None else f"not an image the scan would use: {problem}"
 
     def problem(self, member: _Facts) -> str | None:
-        """Why ``member`` cannot be acted on, comparing the disk with the report; ``None`` when fine."""
+        """Why ``member`` cannot be acted on, comparing the disk with the report; ``None`` when fine:
+        inside a scanned folder, an image file, with the report's size and modification time."""
         _, st, problem = self.get(member.path)
         if problem or st is None:
             return problem
         size, mtime = member.bytes, member.mtime
-        if size is not None and st.st_size != size:
+        if size is None or mtime is None:
+            return NO_FACTS_REASON
+        if st.st_size != size:
             return f"changed since the report (size {size} -> {st.st_size} bytes)"
-        if mtime is not None and abs(st.st_mtime - mtime) > MTIME_TOLERANCE:
+        if abs(st.st_mtime - mtime) > MTIME_TOLERANCE:
             return "changed since the report (modification time)"
         return None
 
@@ -281,10 +313,12 @@ def plan_prune(
     - The kept image of a group is never planned for removal, nor is any member that is the same file
       (same inode: hard link, symbolic link to it, or the kept path listed again under another spelling),
       nor any group's kept image listed as a member of another group.
-    - If the kept image is missing, not a regular file, or changed since the report, the whole group is
-      left alone (skipped): removing its other members could lose the only good copy.
-    - A member missing, changed (size or mtime differ from the report) or outside the scanned roots is
-      skipped with its reason.
+    - If the kept image is missing, not an image file under the scanned roots, or changed since the report
+      (or the report does not give its size and modification time), the whole group is left alone
+      (skipped): removing its other members could lose the only good copy.
+    - A member missing, not an image file, changed (size or mtime differ from the report, or are not
+      given) or outside the scanned roots is skipped with its reason.
+    - The scanned roots are the report's ``paths``; the filesystem root and system folders are refused.
 
     Args:
         report: the scan report; uses ``paths`` and ``groups``.
@@ -297,7 +331,8 @@ def plan_prune(
         The :class:`Plan`; nothing on disk is modified.
 
     Raises:
-        ActionError: both or neither of ``to`` / ``delete``, bad destination, malformed report.
+        ActionError: both or neither of ``to`` / ``delete``, bad destination, malformed report, a scanned
+            root that is a system folder.
         ConfigError: unknown ``keep_policy``.
     """
     if delete == (to is not None):
@@ -308,7 +343,7 @@ def plan_prune(
     dest = None if to is None else check_dest(to, roots)
     rechoose = keep_policy is not None and keep_policy != report.keep_policy
     groups = _report_groups(report)
-    disk = _Disk()
+    disk = _Disk(roots)
     plan = Plan("prune", "delete" if delete else "move", roots, dest)
 
     # Pass 1: the kept image of each group, and whether the group can be acted on at all.
@@ -319,7 +354,7 @@ def plan_prune(
             usable = [m for m in members if disk.problem(m) is None]
             keep = usable[_choose(usable, keep_policy)].path if usable else keep
         listed = next((m for m in members if m.path == keep), None)
-        problem = disk.problem(listed) if listed is not None else disk.get(keep)[2]
+        problem = disk.problem(listed) if listed is not None else "not one of the group's members"
         chosen[gid], usable_group[gid] = keep, problem is None
         if problem:
             for m in members:
@@ -365,7 +400,7 @@ def plan_prune(
                 continue
             root = root_of(path, roots)
             if root is None or escapes(path, roots):
-                reason = "outside the scanned folders" if root is None else ESCAPE_REASON
+                reason = OUTSIDE_REASON if root is None else ESCAPE_REASON
                 plan.skipped.append(SkippedItem(path, reason, gid))
                 continue
             dst = None
@@ -404,15 +439,18 @@ def plan_group(
         mode: ``copy`` (default), ``move``, or ``link`` (symbolic links to the originals).
         only_duplicates: leave images in no group alone (no ``unique/``).
 
+    Every file must pass the checks of :func:`plan_prune` (an image under the scanned roots, with the
+    report's size and modification time); the others are skipped with their reason.
+
     Raises:
-        ActionError: bad mode or destination, malformed report.
+        ActionError: bad mode or destination, malformed report, a scanned root that is a system folder.
     """
     if mode not in GROUP_MODES:
         raise ActionError(f"group mode {mode!r} is not allowed; allowed values: {', '.join(GROUP_MODES)}")
     roots = _report_roots(report)
     dest = check_dest(to, roots)
     groups = sorted(_report_groups(report), key=lambda g: (-len(g[2]), g[0]))
-    disk = _Disk()
+    disk = _Disk(roots)
     plan = Plan("group", mode, roots, dest)
     taken: set[str] = set()
     placed: dict[str, int] = {}
@@ -471,7 +509,7 @@ def plan_group(
             for p, im in sorted(others.items()):
                 root = root_of(p, roots)
                 if root is None:
-                    plan.skipped.append(SkippedItem(p, "outside the scanned folders", None))
+                    plan.skipped.append(SkippedItem(p, OUTSIDE_REASON, None))
                     continue
                 add(im, os.path.join(dest, "unique", os.path.relpath(p, root)), None)
     return plan

@@ -16,7 +16,7 @@ import typer
 
 from dedup import __version__
 from dedup.cli import cache, curate, explore, scan
-from dedup.cli.common import quiet_tensorflow
+from dedup.cli.common import quiet_pillow, quiet_tensorflow, safe_streams
 
 app = typer.Typer(
     name="dedup",
@@ -49,9 +49,12 @@ def _main(
     Example: dedup scan ~/photos --report duplicates.json
     """
     quiet_tensorflow()
+    quiet_pillow()
 
 
 def main() -> None:
     """Console-script entry point."""
     quiet_tensorflow()
+    quiet_pillow()
+    safe_streams()
     app()

@@ -8,8 +8,9 @@ import importlib.machinery
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,7 @@ from rich.progress import (
 
 from dedup.config import Config, load_config
 from dedup.errors import DedupError
+from dedup.report.schema import display_text
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -56,7 +58,7 @@ def errors() -> Iterator[None]:
     try:
         yield
     except DedupError as e:
-        stderr.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]Error:[/] {escape(display_text(str(e)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         stderr.print("Interrupted.", highlight=False)
@@ -64,17 +66,38 @@ def errors() -> Iterator[None]:
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    stderr.print(f"[yellow]Warning:[/] {escape(display_text(message))}", highlight=False, soft_wrap=True)
+
+
+def usage_error(message: str, option: str) -> typer.BadParameter:
+    """A usage error (exit code 2, with the command's usage line), like Typer's own for a bad option."""
+    return typer.BadParameter(message, param_hint=option)
+
+
+def quiet_pillow() -> None:
+    """Keep Pillow's ``DecompressionBombWarning`` (images above its 89-megapixel soft limit) off the
+    terminal: ``decode.max_pixels`` is dedup's own limit, and an image over it is skipped with a reason."""
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
+
+
+def safe_streams() -> None:
+    """Let stdout/stderr show any text: a character the terminal's encoding cannot take (a file name that
+    is not valid UTF-8 reaching a message unescaped) becomes a backslash escape instead of a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with suppress(ValueError, OSError):  # a stream that cannot be reconfigured stays as it is
+                reconfigure(errors="backslashreplace")
 
 
 def shown(path: str, base: str | None) -> str:
     """A path as the user is likely to recognise it: relative to ``base`` (the scanned root) when under it."""
     if base:
         try:
-            return str(Path(path).relative_to(base))
+            return display_text(str(Path(path).relative_to(base)))
         except ValueError:
             pass
-    return path
+    return display_text(path)
 
 
 def common_base(roots: Sequence[str]) -> str | None:
@@ -360,9 +383,9 @@ ActionPathsArg = Annotated[
 def here(path: str) -> str:
     """``path`` relative to the current folder when it lies below it (shorter tables), else as is."""
     try:
-        return str(Path(path).relative_to(Path.cwd()))
+        return display_text(str(Path(path).relative_to(Path.cwd())))
     except ValueError:
-        return path
+        return display_text(path)
 
 
 def fail_if_incomplete(skipped: Sequence[Any], failed: Sequence[tuple[str, str]], total: int) -> None:
@@ -370,9 +393,11 @@ def fail_if_incomplete(skipped: Sequence[Any], failed: Sequence[tuple[str, str]]
     if not skipped and not failed:
         return
     for s in skipped:
-        stderr.print(f"  skipped {escape(here(s.path))}: {escape(s.reason)}", highlight=False, soft_wrap=True)
+        reason = escape(display_text(s.reason))
+        stderr.print(f"  skipped {escape(here(s.path))}: {reason}", highlight=False, soft_wrap=True)
     for path, reason in failed:
-        stderr.print(f"  failed  {escape(here(path))}: {escape(reason)}", highlight=False, soft_wrap=True)
+        why = escape(display_text(reason))
+        stderr.print(f"  failed  {escape(here(path))}: {why}", highlight=False, soft_wrap=True)
     stderr.print(
         f"[bold red]Error:[/] not everything was done: {len(failed)} failed, {len(skipped)} skipped "
         f"(of {total}).",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -35,10 +34,11 @@ from dedup.cli.common import (
     scan_overrides,
     stderr,
     stdout,
+    usage_error,
     warn,
 )
 from dedup.errors import InputError
-from dedup.report.schema import Report, cluster_folders, extractor_label, human_bytes
+from dedup.report.schema import Report, cluster_folders, display_text, extractor_label, human_bytes, json_text
 
 if TYPE_CHECKING:
     from dedup.actions import Plan
@@ -77,14 +77,24 @@ def prune(
     """
     from dedup import curate
 
-    def confirm(plan: Plan) -> None:
-        if yes:
-            return
-        if not sys.stdin.isatty():
+    if delete == (to is not None):
+        raise usage_error(
+            "give the quarantine folder with --to QUARANTINE_DIR, or --delete", "--to / --delete"
+        )
+    if not paths and from_report is None:
+        raise usage_error("give the folders to scan, or --from-report REPORT.json", "PATH")
+
+    def refuse_without_terminal() -> None:
+        if not yes and not sys.stdin.isatty():
             raise InputError(
                 "--delete removes files for good and there is no terminal to confirm on; "
                 "add --yes (or use --to QUARANTINE_DIR, which 'dedup undo' can reverse)"
             )
+
+    def confirm(plan: Plan) -> None:
+        if yes:
+            return
+        refuse_without_terminal()
         typer.confirm(
             f"Permanently delete {len(plan.operations)} files ({human_bytes(plan.bytes_freed)})? "
             "'dedup undo' cannot restore deleted files",
@@ -93,6 +103,8 @@ def prune(
         )
 
     with errors():
+        if delete and not dry_run:
+            refuse_without_terminal()  # now, not after a long scan
         cfg = build_config(
             config,
             {
@@ -213,11 +225,13 @@ def group(
     """
     from dedup import curate
 
+    if to is None:
+        raise usage_error("give the output folder with --to OUT_DIR", "--to")
+    if move + copy + link > 1:
+        raise usage_error("give only one of --move, --copy, --link", "--move / --copy / --link")
+    if not paths and from_report is None:
+        raise usage_error("give the folders to scan, or --from-report REPORT.json", "PATH")
     with errors():
-        if to is None:
-            raise InputError("give the output folder with --to OUT_DIR")
-        if move + copy + link > 1:
-            raise InputError("give only one of --move, --copy, --link")
         overrides = scan_overrides(threshold, features, weights, keep, recursive, include_hidden)
         overrides.update(
             {
@@ -284,6 +298,8 @@ def undo(
         table.add_row("Cannot be restored (deleted)", str(len(result.unrestorable)))
         table.add_row("Failed", str(len(result.failed)))
         stdout.print(table)
+        for note in result.notes:
+            stderr.print(f"Note: {escape(display_text(note))}", highlight=False, soft_wrap=True)
         if result.unrestorable:
             stderr.print(
                 f"{len(result.unrestorable)} files were deleted with --delete and cannot be restored.",
@@ -305,14 +321,27 @@ def render_outcome(outcome: Outcome, *, dry_run: bool) -> None:
     plan = outcome.plan
     if dry_run:
         render_plan(plan, stderr)
-        sys.stdout.write(json.dumps(plan.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_text(plan.to_dict(), indent=2) + "\n")
         sys.stdout.flush()
         return
     for note in plan.notes if plan.command == "group" else []:
-        stderr.print(f"Note: {escape(note)}", highlight=False, soft_wrap=True)
+        stderr.print(f"Note: {escape(display_text(note))}", highlight=False, soft_wrap=True)
+    if outcome.result is not None and not outcome.result.images and not outcome.result.skipped:
+        stderr.print(
+            f"No images found under {escape(', '.join(here(p) for p in outcome.report.paths))}.",
+            highlight=False,
+        )
     if outcome.resumed is not None:
         stderr.print(
             f"Resumed the interrupted run recorded in {outcome.resumed}", highlight=False, soft_wrap=True
+        )
+    if plan.done_before:
+        earlier = sorted({s.reason for s in plan.done_before})
+        stderr.print(
+            f"{len(plan.done_before)} files of the report were already handled by an earlier run: "
+            + "; ".join(escape(display_text(e)) for e in earlier),
+            highlight=False,
+            soft_wrap=True,
         )
     result = outcome.applied
     if result is None:
@@ -374,10 +403,15 @@ def render_plan(plan: Plan, console: Console) -> None:
         skipped.add_column("File", overflow="fold")
         skipped.add_column("Reason", overflow="fold")
         for s in plan.skipped:
-            skipped.add_row(escape(here(s.path)), escape(s.reason))
+            skipped.add_row(escape(here(s.path)), escape(display_text(s.reason)))
         console.print(skipped)
     for note in plan.notes:
-        console.print(f"Note: {escape(note)}", highlight=False, soft_wrap=True)
+        console.print(f"Note: {escape(display_text(note))}", highlight=False, soft_wrap=True)
+    if plan.done_before:
+        console.print(
+            f"{len(plan.done_before)} files were already handled by an earlier run (not a failure).",
+            highlight=False,
+        )
     summary = plan.summary()
     console.print(
         f"{summary['operations']} operations, {summary['kept']} groups keep their image, "

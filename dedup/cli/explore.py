@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +30,7 @@ from dedup.cli.common import (
     warn,
 )
 from dedup.errors import InputError
-from dedup.report.schema import extractor_label, human_bytes
+from dedup.report.schema import extractor_label, human_bytes, json_text
 
 app = typer.Typer()
 
@@ -100,7 +99,7 @@ def similar(
                 "matches": matches,
                 "skipped": [{"path": s.path, "reason": s.reason} for s in result.collection.skipped],
             }
-            sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_text(data, indent=2) + "\n")
             sys.stdout.flush()
             return
         base = common_base(result.collection.paths)
@@ -251,7 +250,7 @@ def evaluate(
         for note in evaluationwarnings(result):
             warn(note)
         if output is not None:
-            write_text(output, json.dumps(result, indent=2, ensure_ascii=False) + "\n", what="scores")
+            write_text(output, json_text(result, indent=2) + "\n", what="scores")
             stdout.print(f"Scores written to {output}", highlight=False, soft_wrap=True)
 
 
@@ -362,5 +361,5 @@ def tune(
         if plot is not None:
             console.print(f"Plot written to {plot}", highlight=False, soft_wrap=True)
         if json_out:
-            sys.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_text(result.to_dict(), indent=2) + "\n")
             sys.stdout.flush()

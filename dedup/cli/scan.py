@@ -107,7 +107,9 @@ def render_summary(report: Report, console: Console, *, top: int) -> None:
     table.add_row("Images found", str(stats["images"] + stats["skipped"]))
     table.add_row("Skipped", str(stats["skipped"]))
     for reason, count in sorted(report.skipped_reasons().items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(f"  {reason}", str(count))
+        table.add_row(f"  {escape(reason)}", str(count))
+    if stats.get("blank"):
+        table.add_row("Blank images (not compared)", str(stats["blank"]))
     table.add_row("Duplicate groups", str(stats["groups"]))
     table.add_row("Duplicate images", str(stats["duplicates"]))
     table.add_row("Reclaimable", human_bytes(stats["reclaimable_bytes"]))
@@ -120,6 +122,9 @@ def render_summary(report: Report, console: Console, *, top: int) -> None:
     else:
         table.add_row("Threshold (cosine similarity)", f"{params['threshold']:.3f}")
     console.print(table)
+    if stats["images"] + stats["skipped"] == 0:
+        where = ", ".join(shown(p, None) for p in report.paths)
+        console.print(f"No images found under {escape(where)}.", highlight=False, soft_wrap=True)
     if not report.groups or top == 0:
         return
     base = common_base(report.paths)

@@ -38,7 +38,12 @@ COLOR_CANDIDATE_THRESHOLD = 0.88
 COLOR_SURE_THRESHOLD = 1.01  # never sure from colour alone: look-alikes share colour distributions
 
 # Bump when prepare()/embed() change in a way that changes the vectors (feature-cache identity).
-PHASH_PREPROCESSING = "phash/gray-lanczos/dct2-ortho/median/v1"
+PHASH_PREPROCESSING = "phash/gray-lanczos/dct2-ortho/median/blank-zero/v2"
+
+# A (nearly) blank image -- its grayscale working copy has a standard deviation below this many grey levels
+# (0..255) -- has no layout to hash: the signs of its DCT coefficients are rounding noise, the same for every
+# blank image whatever its colour. Its phash is the zero vector (similarity 0 to everything), like thumb's.
+BLANK_STD = 1.0
 THUMB_PREPROCESSING = "thumb/trim-borders/gray-box/zero-mean/l2/v1"
 COLOR_PREPROCESSING = "color/trim-borders/rgb-box64/hsv-pillow/joint-hist/sqrt/v1"
 
@@ -94,7 +99,8 @@ class PHashExtractor(_WeightFree):
     LANCZOS filter, transformed with a 2-D DCT (type II, orthonormal) and the low-frequency
     ``hash_size x hash_size`` block is kept; bit = coefficient > median of that block. Bits become +1/-1
     divided by sqrt(bits), so vectors are unit-norm and the cosine similarity of two hashes is exactly
-    ``1 - 2 * hamming / bits``.
+    ``1 - 2 * hamming / bits``. A blank image (grey-level standard deviation below :data:`BLANK_STD`)
+    has no hash: its vector is zero and matches nothing.
 
     Args:
         hash_size: side of the kept DCT block; the hash has ``hash_size**2`` bits (16 -> 256).
@@ -148,7 +154,8 @@ class PHashExtractor(_WeightFree):
             batch: array of shape (n, 4*hash_size, 4*hash_size).
 
         Returns:
-            float32 array of shape (n, hash_size**2), entries ±1/hash_size (unit-norm rows).
+            float32 array of shape (n, hash_size**2), entries ±1/hash_size (unit-norm rows); rows of
+            blank images are zero.
         """
         x = np.asarray(batch, dtype=np.float64)
         side = self.image_size
@@ -160,6 +167,7 @@ class PHashExtractor(_WeightFree):
         coeffs = fft.dctn(x, type=2, norm="ortho", axes=(1, 2))[:, :hs, :hs].reshape(len(x), self.dim)
         median = np.median(coeffs, axis=1, keepdims=True)
         signs = np.where(coeffs > median, 1.0, -1.0).astype(np.float32)
+        signs[x.reshape(len(x), -1).std(axis=1) < BLANK_STD] = 0.0  # blank: no layout, no hash
         return signs / np.float32(np.sqrt(self.dim))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +15,7 @@ import numpy as np
 from dedup.config import DEFAULT_MAX_PIXELS
 from dedup.errors import InputError
 from dedup.report.html import html_thumbnail_paths, make_thumbnails, map_coordinates, to_html
-from dedup.report.schema import Report
+from dedup.report.schema import Report, display_text, json_text
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
@@ -37,8 +36,8 @@ CLUSTERS_CSV_COLUMNS = ("path", "cluster", "name", "distance_to_centre")
 
 
 def to_json(report: Report) -> str:
-    """The JSON text of ``report`` (indented, UTF-8 characters kept)."""
-    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    """The JSON text of ``report`` (indented, UTF-8 characters kept, see :func:`json_text`)."""
+    return json_text(report.to_dict(), indent=2) + "\n"
 
 
 def to_csv(report: Report) -> str:
@@ -52,7 +51,7 @@ def to_csv(report: Report) -> str:
             writer.writerow(
                 [
                     group.id,
-                    m.path,
+                    display_text(m.path),
                     "yes" if m.path == group.keep else "no",
                     m.similarity_to_keep,
                     m.bytes,
@@ -74,7 +73,7 @@ def clusters_csv(report: Report) -> str:
     writer.writerow(CLUSTERS_CSV_COLUMNS)
     for cluster in report.clusters or ():
         for m in cluster.members:
-            writer.writerow([m.path, cluster.id, cluster.name, m.distance_to_centre])
+            writer.writerow([display_text(m.path), cluster.id, cluster.name, m.distance_to_centre])
     return buf.getvalue()
 
 

@@ -379,4 +379,6 @@ def to_html(
         "DATA": _json_for_script(data),
     }
     template = files("dedup.report").joinpath("templates/report.html").read_text(encoding="utf-8")
-    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: fields[m.group(1)], template)
+    page = re.sub(r"\{\{([A-Z]+)\}\}", lambda m: fields[m.group(1)], template)
+    # A file name that is not valid UTF-8 holds surrogate escapes: shown as U+FFFD, valid in text and JSON.
+    return re.sub("[\ud800-\udfff]", "\ufffd", page)

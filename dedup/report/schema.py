@@ -14,6 +14,9 @@ alike.
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -45,11 +48,21 @@ def _str(value: Any, what: str) -> str:
     return value
 
 
-def _int(value: Any, what: str, *, optional: bool = False) -> int | None:
+def _path(value: Any, what: str) -> str:
+    """A path string: non-empty, without NUL bytes (no file name holds one; the OS refuses them)."""
+    text = _str(value, what)
+    if "\0" in text:
+        raise ReportError(f"{what} {text!r} contains a NUL byte")
+    return text
+
+
+def _int(value: Any, what: str, *, optional: bool = False, lo: int | None = None) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ReportError(f"{what} must be an integer, not {value!r}")
+    if lo is not None and value < lo:
+        raise ReportError(f"{what} must be at least {lo}, not {value!r}")
     return value
 
 
@@ -58,7 +71,10 @@ def _num(value: Any, what: str, *, optional: bool = False) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ReportError(f"{what} must be a number, not {value!r}")
-    return float(value) if isinstance(value, int) else value
+    number = float(value)
+    if not math.isfinite(number):
+        raise ReportError(f"{what} must be a finite number, not {value!r}")
+    return number if isinstance(value, int) else value
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -149,11 +165,11 @@ class ReportMember:
             }
         proposed = d.get("proposed_by") or []
         return cls(
-            path=_str(_need(d, "path", what), f"{what} path"),
+            path=_path(_need(d, "path", what), f"{what} path"),
             similarity_to_keep=_num(d.get("similarity_to_keep", 1.0), f"{what} similarity_to_keep") or 0.0,
-            bytes=_int(d.get("bytes"), f"{what} bytes", optional=True),
-            width=_int(d.get("width"), f"{what} width", optional=True),
-            height=_int(d.get("height"), f"{what} height", optional=True),
+            bytes=_int(d.get("bytes"), f"{what} bytes", optional=True, lo=0),
+            width=_int(d.get("width"), f"{what} width", optional=True, lo=0),
+            height=_int(d.get("height"), f"{what} height", optional=True, lo=0),
             mtime=_num(d.get("mtime"), f"{what} mtime", optional=True),
             mirrored=bool(d.get("mirrored", False)),
             evidence=None if d.get("evidence") is None else str(d["evidence"]),
@@ -197,13 +213,21 @@ class ReportGroup:
 
     @classmethod
     def from_dict(cls, d: Any, position: int) -> ReportGroup:
+        """Parse one group; its ``keep`` must be one of its members (compared as normalised paths): a
+        group whose kept image is not among its members would lose every member to ``prune``."""
         what = f"report group #{position}"
         d = _mapping(d, what)
-        members = _list(_need(d, "members", what), f"{what} members")
+        members = tuple(
+            ReportMember.from_dict(m, f"a member of {what}")
+            for m in _list(_need(d, "members", what), f"{what} members")
+        )
+        keep = _path(_need(d, "keep", what), f"{what} keep")
+        if os.path.normpath(keep) not in {os.path.normpath(m.path) for m in members}:
+            raise ReportError(f"{what}: its keep {keep!r} is not one of its members")
         return cls(
             id=_int(_need(d, "id", what), f"{what} id") or 0,
-            keep=_str(_need(d, "keep", what), f"{what} keep"),
-            members=tuple(ReportMember.from_dict(m, f"a member of {what}") for m in members),
+            keep=keep,
+            members=members,
             extra=_extra(d, ("id", "keep", "members")),
         )
 
@@ -221,18 +245,20 @@ class ReportGroup:
         return next((m for m in self.members if m.path == self.keep), None)
 
 
-_IMAGE_KEYS = ("path", "bytes", "mtime", "width", "height")
+_IMAGE_KEYS = ("path", "bytes", "mtime", "width", "height", "blank")
 
 
 @dataclass(frozen=True)
 class ReportImage:
-    """One decoded image of the scan (grouped or not): path, size, modification time, pixel size."""
+    """One decoded image of the scan (grouped or not): path, size, modification time, pixel size, and
+    ``blank`` (True: no detail to compare, never grouped; the key is written only when set)."""
 
     path: str
     bytes: int | None = None
     mtime: float | None = None
     width: int | None = None
     height: int | None = None
+    blank: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -243,24 +269,29 @@ class ReportImage:
     def from_dict(cls, d: Any) -> ReportImage:
         what = "an 'images' entry"
         d = _mapping(d, what)
+        blank = d.get("blank")
+        if blank is not None and not isinstance(blank, bool):
+            raise ReportError(f"{what} blank must be true or false, not {blank!r}")
         return cls(
-            path=_str(_need(d, "path", what), f"{what} path"),
-            bytes=_int(d.get("bytes"), f"{what} bytes", optional=True),
+            path=_path(_need(d, "path", what), f"{what} path"),
+            bytes=_int(d.get("bytes"), f"{what} bytes", optional=True, lo=0),
             mtime=_num(d.get("mtime"), f"{what} mtime", optional=True),
-            width=_int(d.get("width"), f"{what} width", optional=True),
-            height=_int(d.get("height"), f"{what} height", optional=True),
+            width=_int(d.get("width"), f"{what} width", optional=True, lo=0),
+            height=_int(d.get("height"), f"{what} height", optional=True, lo=0),
+            blank=blank,
             extra=_extra(d, _IMAGE_KEYS),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "path": self.path,
             "bytes": self.bytes,
             "mtime": self.mtime,
             "width": self.width,
             "height": self.height,
-            **self.extra,
         }
+        _put(out, "blank", self.blank, self.blank is not None)
+        return {**out, **self.extra}
 
 
 @dataclass(frozen=True)
@@ -276,7 +307,7 @@ class ReportSkipped:
         what = "a 'skipped' entry"
         d = _mapping(d, what)
         return cls(
-            path=_str(_need(d, "path", what), f"{what} path"),
+            path=_path(_need(d, "path", what), f"{what} path"),
             reason=str(d.get("reason", "")),
             extra=_extra(d, ("path", "reason")),
         )
@@ -298,7 +329,7 @@ class ClusterMember:
         what = "a cluster member"
         d = _mapping(d, what)
         return cls(
-            path=_str(_need(d, "path", what), f"{what} path"),
+            path=_path(_need(d, "path", what), f"{what} path"),
             distance_to_centre=_num(d.get("distance_to_centre"), f"{what} distance_to_centre", optional=True),
             extra=_extra(d, ("path", "distance_to_centre")),
         )
@@ -419,7 +450,7 @@ class Report:
         clustering = d.get("clustering")
         return cls(
             groups=tuple(ReportGroup.from_dict(g, k + 1) for k, g in enumerate(groups)),
-            paths=tuple(_str(p, "a scanned path") for p in paths),
+            paths=tuple(_path(p, "a scanned path") for p in paths),
             tool=None if d.get("tool") is None else str(d["tool"]),
             created=None if d.get("created") is None else str(d["created"]),
             extractor=dict(_mapping(d.get("extractor", {}), "the report's 'extractor'")),
@@ -489,6 +520,8 @@ def load_report(path: str | Path) -> Report:
     """
     p = Path(path)
     try:
+        if p.exists() and not p.is_file():
+            raise ReportError(f"report {p} is not a regular file")
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise ReportError(f"report {p} does not exist") from e
@@ -496,6 +529,8 @@ def load_report(path: str | Path) -> Report:
         raise ReportError(f"cannot read report {p}: {e}") from e
     except json.JSONDecodeError as e:
         raise ReportError(f"report {p} is not valid JSON (line {e.lineno})") from e
+    except RecursionError as e:  # the parser's depth is bounded by Python's recursion limit
+        raise ReportError(f"report {p} is nested too deeply to be a dedup report") from e
     try:
         return Report.from_dict(data)
     except ReportError as e:
@@ -547,6 +582,7 @@ def from_result(result: ScanResult) -> Report:
     }
     seconds |= {k: round(result.seconds.get(k, 0.0), 3) for k in ("decode_extract", "index", "cluster")}
     clustering, clusters = _clusters(result)
+    blank = set(result.blank)
     return Report(
         tool=f"dedup {__version__}",
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -560,11 +596,15 @@ def from_result(result: ScanResult) -> Report:
             "duplicates": result.duplicates,
             "reclaimable_bytes": result.reclaimable_bytes,
             "chain_splits": result.chain_splits,
+            "blank": len(blank),
             "seconds": seconds,
         },
         groups=tuple(groups),
         skipped=tuple(ReportSkipped(s.path, s.reason) for s in result.skipped),
-        images=tuple(ReportImage(r.path, r.size, r.mtime, r.width, r.height) for r in images),
+        images=tuple(
+            ReportImage(r.path, r.size, r.mtime, r.width, r.height, blank=True if i in blank else None)
+            for i, r in enumerate(images)
+        ),
         clustering=clustering,
         clusters=clusters,
     )
@@ -666,6 +706,30 @@ def cluster_folders(clusters: Sequence[ReportCluster]) -> tuple[list[str], list[
 
 
 # ------------------------------------------------------------------------------------------ wording
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(data: Any, *, indent: int | None = None, separators: tuple[str, str] | None = None) -> str:
+    """``json.dumps`` keeping UTF-8 characters, with every lone surrogate written as its ``\\uXXXX`` escape.
+
+    A file name that is not valid UTF-8 (``x\\xff.jpg``) is held by Python as a surrogate escape
+    (``"x\\udcff.jpg"``); written raw it cannot be encoded, escaped it is valid JSON and ``json.loads``
+    gives back the very string the OS takes for that file. Reports and manifests are written this way.
+    """
+    text = json.dumps(data, indent=indent, separators=separators, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def display_text(text: str) -> str:
+    """``text`` as it can be shown and written as UTF-8: a file name that is not valid UTF-8 (held by Python
+    as surrogate escapes) shows its bad bytes as ``\\xff``; any other text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def human_bytes(n: float) -> str:

@@ -104,14 +104,18 @@ def test_group_then_undo(invoke, photos: Path, tmp_path: Path, mode: str) -> Non
 
 
 def test_group_option_errors(invoke, photos: Path, tmp_path: Path) -> None:
+    """Missing or conflicting options are usage errors (exit 2, like Typer's own), found before a scan."""
     code, _, err = invoke("group", photos, "--to", tmp_path / "o", "--move", "--link")
-    assert code == 1 and "only one of" in err
+    assert code == 2 and "only one of" in err
     code, _, err = invoke("group", photos)
-    assert code == 1 and "--to" in err
+    assert code == 2 and "--to" in err
     code, _, err = invoke("prune", photos)
-    assert code == 1 and "--to" in err and "--delete" in err
+    assert code == 2 and "--to" in err and "--delete" in err
+    code, _, err = invoke("prune", photos, "--to", tmp_path / "q", "--delete")
+    assert code == 2 and "--to" in err and "--delete" in err
     code, _, err = invoke("prune", "--to", tmp_path / "q")
-    assert code == 1 and "--from-report" in err
+    assert code == 2 and "--from-report" in err
+    assert "Traceback" not in err
 
 
 def test_from_report_leaves_changed_files_alone_and_exits_1(invoke, photos: Path, tmp_path: Path) -> None:
@@ -131,16 +135,17 @@ def test_from_report_leaves_changed_files_alone_and_exits_1(invoke, photos: Path
 
 
 def test_hand_edited_report_never_empties_a_group(invoke, tmp_path: Path) -> None:
+    """A keep that is not one of the group's members makes the report invalid: nothing is touched."""
     root = tmp_path / "data"
     report = make_dataset(root, n_groups=1, per_group=3)
     keep = report["groups"][0]["keep"]
-    report["groups"][0]["keep"] = str(root / "gone.jpg")  # a kept image that does not exist
+    report["groups"][0]["keep"] = str(root / "gone.jpg")  # a kept image that is not a member
     report["groups"][0]["members"].append(member(Path(keep)))
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     before = snapshot(root)
     code, _, err = invoke("prune", "--from-report", path, "--delete", "--yes")
-    assert code == 1 and "group left alone" in err
+    assert code == 1 and "is not one of its members" in err and "Traceback" not in err
     assert snapshot(root) == before
 
 

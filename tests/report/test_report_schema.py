@@ -96,3 +96,86 @@ def test_load_report_names_the_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"version": 1, "groups": [{"id": 1}]}))
     with pytest.raises(ReportError, match=r"report .*bad\.json: report group #1 has no 'members'"):
         load_report(bad)
+
+
+# ------------------------------------------------------------------------------- hostile and unlucky reports
+
+
+def _one_group(**member: object) -> dict[str, object]:
+    m = {"path": "/data/a.jpg", "bytes": 10, "mtime": 1.0, **member}
+    return {
+        "version": 1,
+        "paths": ["/data"],
+        "groups": [{"id": 1, "keep": "/data/k.jpg", "members": [{"path": "/data/k.jpg"}, m]}],
+    }
+
+
+def test_a_keep_that_is_not_a_member_makes_the_report_invalid() -> None:
+    data = _one_group()
+    data["groups"][0]["keep"] = "/etc/hostname"  # type: ignore[index]
+    with pytest.raises(ReportError, match="keep '/etc/hostname' is not one of its members"):
+        Report.from_dict(data)
+    data["groups"][0]["keep"] = "/data/./k.jpg"  # type: ignore[index]  # the same path spelled otherwise
+    assert Report.from_dict(data).groups[0].keep == "/data/./k.jpg"
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        ({"bytes": "10"}, "bytes must be an integer"),
+        ({"bytes": -1}, "bytes must be at least 0"),
+        ({"bytes": True}, "bytes must be an integer"),
+        ({"mtime": "yesterday"}, "mtime must be a number"),
+        ({"mtime": float("nan")}, "mtime must be a finite number"),
+        ({"mtime": float("inf")}, "mtime must be a finite number"),
+        ({"similarity_to_keep": float("nan")}, "must be a finite number"),
+        ({"path": "/data/a\0.jpg"}, "contains a NUL byte"),
+    ],
+)
+def test_member_facts_must_be_valid(member: dict[str, object], message: str) -> None:
+    with pytest.raises(ReportError, match=message):
+        Report.from_dict(_one_group(**member))
+
+
+def test_nul_bytes_are_refused_in_every_path() -> None:
+    for where in ("paths", "keep", "skipped", "images"):
+        data = _one_group()
+        if where == "paths":
+            data["paths"] = ["/da\0ta"]
+        elif where == "keep":
+            data["groups"][0]["keep"] = data["groups"][0]["members"][0]["path"] = "/data/k\0.jpg"  # type: ignore[index]
+        elif where == "skipped":
+            data["skipped"] = [{"path": "/data/x\0", "reason": "r"}]
+        else:
+            data["images"] = [{"path": "/data/\0"}]
+        with pytest.raises(ReportError, match="NUL byte"):
+            Report.from_dict(data)
+
+
+def test_a_deeply_nested_report_is_a_one_line_error(tmp_path: Path, cli) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ReportError, match="nested too deeply"):
+        load_report(path)
+    result = cli("prune", "--from-report", path, "--to", tmp_path / "q")
+    assert result.exit_code == 1 and "nested too deeply" in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_report_that_is_not_a_regular_file_is_refused_without_reading(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "report.json")
+    with pytest.raises(ReportError, match="not a regular file"):
+        load_report(tmp_path / "report.json")  # would block forever reading a FIFO without a writer
+
+
+def test_blank_flag_round_trips_and_is_checked() -> None:
+    data = _one_group()
+    data["images"] = [
+        {"path": "/data/a.jpg", "bytes": 1, "mtime": 1.0, "width": 2, "height": 2, "blank": True}
+    ]
+    assert Report.from_dict(data).to_dict() == data
+    data["images"][0]["blank"] = "yes"  # type: ignore[index]
+    with pytest.raises(ReportError, match="blank must be true or false"):
+        Report.from_dict(data)
