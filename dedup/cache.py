@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from dedup.images import open_regular
 
 WarnFn = Callable[[str], None]
 
-SCHEMA_VERSION = 2  # 2 added the keypoints and decisions tables (a version-1 file is upgraded in place)
+SCHEMA_VERSION = 3  # 2 added keypoints and decisions, 3 candidates (older files are upgraded in place)
 FILENAME = "features.sqlite3"
 _CHUNK = 500  # parameters per SELECT ... IN (...) (SQLite's limit is 999 on old builds)
 _BUSY_TIMEOUT_S = 30.0
@@ -198,6 +198,12 @@ CREATE TABLE IF NOT EXISTS keypoints (
     checksum BLOB NOT NULL,
     PRIMARY KEY (params, path)
 );
+CREATE TABLE IF NOT EXISTS candidates (
+    key TEXT PRIMARY KEY,
+    pairs BLOB NOT NULL,
+    checksum BLOB NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS decisions (
     params TEXT NOT NULL,
     a TEXT NOT NULL,
@@ -207,6 +213,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (params, a, b)
 );
 """
+
+
+_S = TypeVar("_S", bound="_Store")
 
 
 class _Store:
@@ -251,6 +260,12 @@ class _Store:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         self._close_quietly()
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def enabled(self) -> bool:
@@ -339,12 +354,6 @@ class FeatureCache(_Store):
                 (self.identity, self.dim, time.time()),
             )
             return int(cur.lastrowid or 0)
-
-    def __enter__(self) -> FeatureCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -481,9 +490,19 @@ def _keypoint_checksum(
     return digest.digest()
 
 
+def _blob_checksum(key: str, blob: bytes) -> bytes:
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8)
+    digest.update(blob)
+    return digest.digest()
+
+
 def _decision_checksum(params: str, a: str, b: str, evidence: str) -> bytes:
     text = f"{params}\0{a}\0{b}\0{evidence}"
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+# Candidate sets kept (one per extractor and set of images): enough for a few collections scanned in turn.
+CANDIDATE_SETS_KEPT = 32
 
 
 class VerifyCache(_Store):
@@ -501,7 +520,7 @@ class VerifyCache(_Store):
 
     def __init__(self, path: Path, warn: WarnFn | None = None) -> None:
         super().__init__(path, warn)
-        self._keypoints: list[tuple[Any, ...]] = []
+        self._keypoints: dict[tuple[str, str], tuple[Any, ...]] = {}  # written by the next flush
         self._decisions: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
 
@@ -519,8 +538,11 @@ class VerifyCache(_Store):
             return None
         try:
             with self._lock:
+                pending = self._keypoints.get((params, path))
                 row = (
-                    self._conn()
+                    pending[2:]
+                    if pending is not None
+                    else self._conn()
                     .execute(
                         "SELECT size, mtime, width, height, points, descriptors, checksum FROM keypoints "
                         "WHERE params = ? AND path = ?",
@@ -561,7 +583,7 @@ class VerifyCache(_Store):
             _keypoint_checksum(params, path, size, mtime, w, h, pts, desc),
         )
         with self._lock:
-            self._keypoints.append(row)
+            self._keypoints[(params, path)] = row
             full = len(self._keypoints) >= self.FLUSH_EVERY
         if full:
             self.flush()
@@ -572,6 +594,10 @@ class VerifyCache(_Store):
         if not self.enabled or not pairs:
             return found
         wanted = set(pairs)
+        with self._lock:
+            for row in self._decisions:
+                if row[0] == params and (row[1], row[2]) in wanted:
+                    found[(row[1], row[2])] = row[3]
         by_a: dict[str, list[str]] = {}
         for a, b in wanted:
             by_a.setdefault(a, []).append(b)
@@ -602,10 +628,47 @@ class VerifyCache(_Store):
         if full:
             self.flush()
 
+    def get_candidates(self, key: str) -> np.ndarray | None:
+        """The candidate pairs stored under ``key`` (int64 array of shape (n_pairs, 2)), or None."""
+        if not self.enabled:
+            return None
+        try:
+            with self._lock:
+                row = (
+                    self._conn()
+                    .execute("SELECT pairs, checksum FROM candidates WHERE key = ?", (key,))
+                    .fetchone()
+                )
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+            return None
+        if row is None or row[1] != _blob_checksum(key, row[0]) or len(row[0]) % 8:
+            return None
+        return np.frombuffer(row[0], dtype="<i4").reshape(-1, 2).astype(np.int64)
+
+    def put_candidates(self, key: str, pairs: np.ndarray) -> None:
+        """Remember the candidate pairs of one extractor's neighbour search (only the latest few are kept)."""
+        if not self.enabled:
+            return
+        blob = np.ascontiguousarray(pairs, dtype="<i4").tobytes()
+        try:
+            with self._lock, self._conn() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO candidates (key, pairs, checksum, created) VALUES (?, ?, ?, ?)",
+                    (key, blob, _blob_checksum(key, blob), time.time()),
+                )
+                conn.execute(  # a re-scan needs only the latest searches; older sets of images are stale
+                    "DELETE FROM candidates WHERE key NOT IN "
+                    "(SELECT key FROM candidates ORDER BY created DESC LIMIT ?)",
+                    (CANDIDATE_SETS_KEPT,),
+                )
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+
     def flush(self) -> None:
         """Commit what was put since the last flush, in one transaction."""
         with self._lock:
-            keypoints, self._keypoints = self._keypoints, []
+            keypoints, self._keypoints = list(self._keypoints.values()), {}
             decisions, self._decisions = self._decisions, []
             if not self.enabled or not (keypoints or decisions):
                 return
@@ -674,15 +737,18 @@ def _repair_leftovers(path: Path) -> None:
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, check that it is a dedup cache of this schema, create the tables if new."""
     _repair_leftovers(path)
-    conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, isolation_level="DEFERRED")
+    # check_same_thread=False: the verify stage's worker threads share one connection, serialised by a lock
+    conn = sqlite3.connect(
+        str(path), timeout=_BUSY_TIMEOUT_S, isolation_level="DEFERRED", check_same_thread=False
+    )
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version not in (0, 1, SCHEMA_VERSION) or (version == 0 and tables):
+        if version not in (0, 1, 2, SCHEMA_VERSION) or (version == 0 and tables):
             raise sqlite3.DatabaseError(f"not a dedup feature cache of schema {SCHEMA_VERSION}")
-        if version != SCHEMA_VERSION:  # a new file, or version 1 (features only): add what is missing
+        if version != SCHEMA_VERSION:  # a new file, or an older version: add the tables it lacks
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.commit()
@@ -697,7 +763,7 @@ def _is_corruption(e: sqlite3.DatabaseError) -> bool:
     if isinstance(e, sqlite3.OperationalError):
         text = str(e).lower()
         return "malformed" in text or "not a database" in text or "no such table" in text
-    return True
+    return not isinstance(e, (sqlite3.ProgrammingError, sqlite3.InterfaceError))  # those are dedup's bugs
 
 
 def _move_aside(path: Path) -> None:

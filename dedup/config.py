@@ -161,7 +161,8 @@ class FeaturesConfig:
     rotations: bool | str = _opt(
         AUTO,
         "weight-free extractors also match copies rotated by 90/180/270 degrees (and, with mirror, "
-        "flipped vertically); auto = when the verify stage checks the candidates",
+        "flipped vertically); auto = when the verify stage checks the candidates and no "
+        "orientation-invariant extractor (color) proposes rotated copies already",
         check=_check_auto_bool,
     )
     thumb_size: int = _opt(16, "thumb: side of the grayscale thumbnail; dim = thumb_size^2", lo=4, hi=64)
@@ -215,6 +216,13 @@ class VerifyConfig:
         hi=1.0,
         auto=True,
     )
+    budget: int = _opt(
+        3,
+        "keypoint checks per image: candidate pairs are checked most promising first, and a pair only while "
+        "one of its images has had fewer checks than this (0 = no limit); pairs already joined are skipped",
+        lo=0,
+        hi=10_000,
+    )
     min_inliers: int = _opt(12, "RANSAC-consistent keypoint matches needed to verify a pair", lo=3, hi=10_000)
     min_coverage: float = _opt(
         0.25,
@@ -231,7 +239,11 @@ class VerifyConfig:
     )
     max_keypoints: int = _opt(300, "SIFT keypoints kept per image (strongest first)", lo=16, hi=10_000)
     image_size: int = _opt(
-        320, "longest side in pixels of the image keypoints are computed on", lo=64, hi=4096
+        320,
+        "longest side in pixels of the image keypoints are computed on (smaller images are enlarged by at "
+        "most 2x)",
+        lo=64,
+        hi=4096,
     )
 
 

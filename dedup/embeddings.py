@@ -71,7 +71,8 @@ class Embeddings:
         """Names of the views :meth:`match` reports: ``identity``, ``hflip`` (the mirror), then ``views``."""
         return ("identity", "hflip", *(name for name, _ in self.views))
 
-    def _others(self) -> list[tuple[int, np.ndarray]]:
+    def other_views(self) -> list[tuple[int, np.ndarray]]:
+        """Every view but the image itself: ``(index into view_names, vectors)``, the mirror image first."""
         out = [] if self.mirrored is None else [(1, self.mirrored)]
         return out + [(2 + k, vecs) for k, (_, vecs) in enumerate(self.views)]
 
@@ -88,15 +89,16 @@ class Embeddings:
         sim = np.empty(len(a), dtype=np.float64)
         view = np.zeros(len(a), dtype=np.int64)
         v = self.vectors
-        others = self._others()
+        others = self.other_views()
         for start in range(0, len(a), _PAIR_CHUNK):
             s = slice(start, start + _PAIR_CHUNK)
-            best = np.einsum("ij,ij->i", v[a[s]], v[b[s]], dtype=np.float64)
+            va, vb = v[a[s]], v[b[s]]
+            best = np.einsum("ij,ij->i", va, vb, dtype=np.float64)
             which = np.zeros(len(best), dtype=np.int64)
             for index, o in others:
                 other = np.maximum(
-                    np.einsum("ij,ij->i", o[a[s]], v[b[s]], dtype=np.float64),
-                    np.einsum("ij,ij->i", v[a[s]], o[b[s]], dtype=np.float64),
+                    np.einsum("ij,ij->i", o[a[s]], vb, dtype=np.float64),
+                    np.einsum("ij,ij->i", va, o[b[s]], dtype=np.float64),
                 )
                 better = other > best + TOLERANCE
                 best = np.where(better, other, best)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from dedup.embeddings import TOLERANCE, Embeddings, to_distance
+from dedup.embeddings import TOLERANCE, Embeddings, to_distance, to_similarity
 from dedup.errors import DedupError
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -25,6 +25,11 @@ ProgressFn = Callable[[str, int, "int | None"], None]
 _QUERY_CHUNK = 4096
 # From this many images on, neighbour queries run in worker processes (see neighbour_graph).
 PARALLEL_FROM = 50_000
+# Up to this many images neighbours are found exactly, with matrix products (faster than building and
+# querying a forest at these sizes, and nothing is missed); above, with Annoy (the exact cost grows as n^2).
+EXACT_MAX = 20_000
+# Similarity entries computed at once by the exact search (rows x images), about 64 MB of float32.
+_EXACT_BLOCK = 1 << 24
 
 
 def build_index(
@@ -70,13 +75,16 @@ def neighbour_graph(
     chunk: int = _QUERY_CHUNK,
     n_jobs: int = -1,
     processes_from: int = PARALLEL_FROM,
+    exact_max: int = EXACT_MAX,
 ) -> sp.csr_matrix:
     """Sparse graph of cosine distances from each image to its ``k`` nearest neighbours within ``eps``.
 
-    Neighbours come from an Annoy forest over ``embeddings.vectors``, queried with each image's vector and,
-    when present, its mirror image's and other views' vectors; each candidate's distance is then recomputed
-    exactly with :meth:`Embeddings.similarity`. Edges are made symmetric (``i~j`` when either finds the
-    other).
+    Up to ``exact_max`` images the neighbours are exact: each image's best similarity over its views
+    (itself, its mirror image, rotations) to every image comes from matrix products, and its ``k`` most
+    similar within ``eps`` are kept (:func:`_exact_query`). Above, they come from an Annoy forest over
+    ``embeddings.vectors``, queried with each image's vector and, when present, its mirror image's and
+    other views' vectors. Either way each candidate's distance is then recomputed exactly with
+    :meth:`Embeddings.similarity`, and edges are made symmetric (``i~j`` when either finds the other).
     Distance 0 (identical images) is stored as an explicit entry, so it survives sparse storage; absent
     entries mean "not a neighbour".
 
@@ -97,6 +105,7 @@ def neighbour_graph(
         chunk: images queried per task.
         n_jobs: Annoy build threads and query processes; -1 = all cores.
         processes_from: smallest number of images queried by worker processes (starting them costs ~1 s).
+        exact_max: largest number of images searched exactly (0 = always Annoy).
 
     Returns:
         ``scipy.sparse.csr_matrix`` of shape (n_images, n_images), float64 cosine distances, no diagonal.
@@ -114,7 +123,13 @@ def neighbour_graph(
         if progress:
             progress("index", min(len(parts) * chunk, n), n)
 
-    if workers > 1 and n >= processes_from:
+    if n <= exact_max:
+        rows = max(1, min(n, _EXACT_BLOCK // n))
+        for start in range(0, n, rows):
+            parts.append(_exact_query(embeddings, start, min(start + rows, n), kk, eps))
+            if progress:
+                progress("index", min(start + rows, n), n)
+    elif workers > 1 and n >= processes_from:
         # Annoy holds the GIL while it searches, so parallel queries need processes: the forest is built
         # into a memory-mapped file that every worker loads (shared page cache, not copies).
         with tempfile.TemporaryDirectory(prefix="dedup-annoy-") as tmp:
@@ -154,6 +169,34 @@ def neighbour_graph(
 
 
 _Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _exact_query(embeddings: Embeddings, start: int, stop: int, kk: int, eps: float) -> _Edges:
+    """Edges within ``eps`` from the images ``start..stop-1`` to their ``kk - 1`` most similar images, by
+    the best similarity of any of their views to the others' vectors (the exact counterpart of
+    :func:`_query`)."""
+    vectors = embeddings.vectors
+    best = vectors[start:stop] @ vectors.T
+    for _, others in embeddings.other_views():
+        np.maximum(best, others[start:stop] @ vectors.T, out=best)
+    rows = np.arange(stop - start)
+    best[rows, rows + start] = -np.inf  # not its own neighbour
+    floor = float(to_similarity(eps)) - 2 * TOLERANCE
+    keep = best >= floor
+    want = kk - 1
+    many = np.flatnonzero(keep.sum(axis=1) > want)
+    if len(many):  # rows with more candidates than k: only the k most similar
+        top = (
+            np.argpartition(-best[many], want - 1, axis=1)[:, :want]
+            if want > 0
+            else np.empty((len(many), 0), int)
+        )
+        keep[many] = False
+        keep[many[:, None], top] = best[many[:, None], top] >= floor
+    r, c = np.nonzero(keep)
+    return _edges_within(embeddings, r + start, c, eps)
+
+
 _INDEX_FILE = "index.ann"
 _WORKER_STATE: dict[str, tuple[Any, Embeddings]] = {}
 
@@ -172,7 +215,7 @@ def _neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs ``(rows, cols)`` of the images ``start..stop-1``: their ``kk`` Annoy neighbours,
     found with their own vectors and every other view's (the image itself left out)."""
-    queries = [vecs for _, vecs in embeddings._others()]
+    queries = [vecs for _, vecs in embeddings.other_views()]
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     for i in range(start, stop):

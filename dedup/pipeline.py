@@ -5,9 +5,11 @@ Nothing here prints; progress and warnings go to optional callbacks.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from dedup.cache import VerifyCache, extractor_identity, file_key, opened_verify
 from dedup.cache import opened as opened_cache
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
@@ -23,11 +26,10 @@ from dedup.errors import ConfigError, InputError
 from dedup.extract import ExtractStats, FeatureSet, cache_identity, collect_features, extract_features
 from dedup.features import Extractor
 from dedup.images import ImageFile, ImageRecord, Skipped, stat_root
-from dedup.index import build_index, neighbour_graph
+from dedup.index import EXACT_MAX, build_index, neighbour_graph
 from dedup.partition import Clustering, cluster_embeddings
 from dedup.verify import (
     GRAPH_EPS,
-    KeypointCache,
     KeypointStore,
     PairEvidence,
     Thresholds,
@@ -119,7 +121,6 @@ def find_duplicates(
     exclude: Sequence[Path] = (),
     progress: ProgressFn | None = None,
     warn: WarnFn | None = None,
-    keypoint_cache: KeypointCache | None = None,
 ) -> ScanResult:
     """Find groups of near-duplicate images under ``paths``. Reads files, never modifies anything.
 
@@ -128,9 +129,8 @@ def find_duplicates(
         config: configuration (``load_config()`` defaults when omitted).
         exclude: folders whose contents are not scanned (e.g. a quarantine folder inside a root).
         progress: optional callback ``(phase, done, total)``; phases ``discover``, ``extract``, ``index``,
-            ``keypoints`` and ``verify`` (verify stage), ``cluster``.
+            ``verify`` (verify stage), ``cluster``.
         warn: optional callback for one-line warnings (e.g. the offline fallback).
-        keypoint_cache: where the verify stage keeps keypoints (in memory for this run when omitted).
 
     Returns:
         A :class:`ScanResult`.
@@ -145,17 +145,18 @@ def find_duplicates(
     seconds = dict(feats.seconds)
     verify = verification_enabled(config, extractors)
     thresholds = {e.name: thresholds_for(e, config) for e in extractors}
-    verifier, groups, splits = _groups(
-        images,
-        extractors,
-        feats.all_embeddings,
-        thresholds,
-        config,
-        verify,
-        seconds,
-        progress=progress,
-        keypoint_cache=keypoint_cache,
-    )
+    with opened_verify(config.cache, warn) if verify else nullcontext() as verify_cache:
+        verifier, groups, splits = _groups(
+            images,
+            extractors,
+            feats.all_embeddings,
+            thresholds,
+            config,
+            verify,
+            seconds,
+            progress=progress,
+            cache=verify_cache,
+        )
     return ScanResult(
         paths=[os.path.abspath(p) for p in paths],
         images=images,
@@ -206,41 +207,48 @@ def _groups(
     seconds: dict[str, float],
     *,
     progress: ProgressFn | None,
-    keypoint_cache: KeypointCache | None,
+    cache: VerifyCache | None,
 ) -> tuple[Verifier, list[Group], int]:
     """Candidates from every extractor's neighbour graph, decided by a :class:`Verifier`, then grouped.
 
     Each extractor proposes the pairs within its own candidate threshold (its plain threshold when
-    verification is off); the union is decided pair by pair (:meth:`Verifier.evaluate`), DBSCAN runs on
-    the resulting duplicate graph and the chaining guard keeps only members linked to their kept image.
-    A single extractor without verification is the same path: its pairs within the threshold are edges.
+    verification is off); the union is decided most promising first within ``verify.budget``
+    (:meth:`Verifier.decide_candidates`), DBSCAN runs on the resulting duplicate graph and the chaining
+    guard keeps only members linked to their kept image. A single extractor without verification is the
+    same path: its pairs within the threshold are edges.
     """
     n = len(images)
     t0 = time.perf_counter()
-    if progress:
-        progress("index", 0, n)
     pairs = []
-    for ex, emb in zip(extractors, all_embeddings, strict=True):
+    files = "\0".join(file_key(im.path, im.size, im.mtime) for im in images) if cache is not None else ""
+    for e, (ex, emb) in enumerate(zip(extractors, all_embeddings, strict=True)):
         th = thresholds[ex.name]
         eps = float(to_distance(th.candidate if verify else th.plain))
-        graph = neighbour_graph(
-            emb,
-            eps=eps,
-            k=config.index.neighbours,
-            n_trees=config.index.n_trees,
-            search_k=config.index.search_k,
-            seed=config.index.seed,
-        )
-        upper = sp.triu(graph, k=1).tocoo()
-        pairs.append(np.stack([upper.row, upper.col], axis=1))
+        key = _candidates_key(ex, config, eps, files) if cache is not None else ""
+        found = cache.get_candidates(key) if cache is not None else None
+        if found is None:
+            graph = neighbour_graph(
+                emb,
+                eps=eps,
+                k=config.index.neighbours,
+                n_trees=config.index.n_trees,
+                search_k=config.index.search_k,
+                seed=config.index.seed,
+                progress=_offset(progress, "index", e * n, len(extractors) * n),
+            )
+            upper = sp.triu(graph, k=1).tocoo()
+            found = np.stack([upper.row, upper.col], axis=1).astype(np.int64)
+            if cache is not None:
+                cache.put_candidates(key, found)
+        elif progress:
+            progress("index", (e + 1) * n, len(extractors) * n)
+        pairs.append(found)
     candidates = np.unique(np.concatenate(pairs), axis=0) if pairs else np.empty((0, 2), dtype=np.int64)
-    if progress:
-        progress("index", n, n)
     seconds["index"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     workers = max(1, min(4, os.cpu_count() or 1))
-    store = KeypointStore(images, config, cache=keypoint_cache, workers=workers) if verify else None
+    store = KeypointStore(images, config, cache=cache, workers=workers) if verify else None
     verifier = Verifier(
         names=[e.name for e in extractors],
         embeddings=list(all_embeddings),
@@ -248,8 +256,10 @@ def _groups(
         verify=verify,
         store=store,
         config=config.verify,
+        cache=cache,
+        workers=workers,
     )
-    verifier.evaluate(candidates, workers=workers, progress=progress)
+    verifier.decide_candidates(candidates, budget=config.verify.budget, progress=progress)
     graph = verifier.graph(n)
     if verify or len(extractors) > 1:
         seconds["verify"] = time.perf_counter() - t0
@@ -265,11 +275,33 @@ def _groups(
         threshold=threshold,
         policy=config.keep.policy,
         link=verifier.link,
+        progress=progress,
     )
-    if progress:
-        progress("cluster", n, n)
     seconds["cluster"] = time.perf_counter() - t0
     return verifier, groups, splits
+
+
+def _candidates_key(extractor: Extractor, config: Config, eps: float, files: str) -> str:
+    """Identity of one extractor's neighbour search: its vectors' identity, the search settings and every
+    scanned file (path, size, mtime, in order); equal keys give equal candidate pairs."""
+    info, _ = cache_identity(extractor, config)
+    index = config.index
+    text = (
+        f"{extractor_identity(info)}\0{eps!r}\0{index.neighbours}\0{index.n_trees}\0{index.search_k}\0"
+        f"{index.seed}\0{EXACT_MAX}\0{files}"
+    )
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _offset(progress: ProgressFn | None, phase: str, offset: int, total: int) -> ProgressFn | None:
+    """A callback that reports a part of a phase (``done`` counted from ``offset``) as the whole phase."""
+    if progress is None:
+        return None
+
+    def report(_: str, done: int, __: int | None) -> None:
+        progress(phase, offset + done, total)
+
+    return report
 
 
 def cluster_collection(

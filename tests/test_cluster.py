@@ -60,3 +60,24 @@ def test_groups_sorted_by_size_and_members_by_similarity():
     assert groups[0].keep == 2 and groups[1].keep == 4  # largest resolution
     assert groups[0].similarities[0] == 1.0
     assert list(groups[0].similarities[1:]) == sorted(groups[0].similarities[1:], reverse=True)
+
+
+def test_dbscan_labels_equal_scikit_learns_on_random_sparse_graphs():
+    import scipy.sparse as sp
+    from sklearn.cluster import DBSCAN
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        m = int(rng.integers(0, 3 * n + 1))
+        r, c = rng.integers(0, n, m), rng.integers(0, n, m)
+        d = rng.choice([0.0, 0.05, 0.1, 0.3], m)  # explicit zeros are neighbours too
+        r, c, d = r[r != c], c[r != c], d[r != c]
+        graph = sp.coo_matrix(
+            (np.concatenate([d, d]), (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(n, n)
+        ).tocsr()
+        for min_samples in (2, 3, 4):  # 3 and 4 have border points, which join the lowest cluster
+            for eps in (0.05, 0.2):
+                ours = dbscan_labels(graph, eps=eps, min_samples=min_samples)
+                theirs = DBSCAN(eps=eps + 1e-6, min_samples=min_samples, metric="precomputed").fit(graph)
+                np.testing.assert_array_equal(ours, theirs.labels_)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from dedup import find_duplicates, load_config
+from dedup.cache import VerifyCache
 from dedup.config import AUTO, Config, FeaturesConfig
 from dedup.embeddings import Embeddings
 from dedup.errors import ConfigError
@@ -23,10 +24,10 @@ from dedup.report import Report, from_result
 from dedup.report.files import CSV_COLUMNS, to_csv
 from dedup.verify import (
     KeypointStore,
-    MemoryKeypointCache,
     count_inliers,
     detect,
     keypoint_image,
+    mirrored,
     verification_enabled,
 )
 
@@ -69,6 +70,12 @@ def test_mirror_image_matches_only_against_mirrored_keypoints():
     b_mirrored = detect(np.ascontiguousarray(_gray(flipped)[:, ::-1]), 300)
     assert count_inliers(a, b).inliers < 8  # SIFT is not mirror-invariant
     assert count_inliers(a, b_mirrored).inliers >= 12
+    # the mirror image's keypoints derived from b (no second SIFT pass) match a as well as real ones do
+    derived = mirrored(b)
+    assert count_inliers(a, derived).inliers >= 0.6 * count_inliers(a, b_mirrored).inliers
+    assert count_inliers(a, derived).inliers >= 12
+    assert derived.descriptors.dtype == np.uint8 and len(derived) == len(b)
+    np.testing.assert_array_equal(mirrored(derived).descriptors, b.descriptors)  # an involution
 
 
 def test_empty_keypoints_give_zero_inliers():
@@ -78,26 +85,51 @@ def test_empty_keypoints_give_zero_inliers():
     assert count_inliers(kp, detect(_gray(make_photo(1)), 100)).inliers == 0
 
 
-def test_keypoint_store_computes_once_and_uses_the_cache(tmp_path):
+def _record(path):
     from dedup.images import ImageRecord
 
-    path = tmp_path / "a.jpg"
-    make_photo(41).save(path, quality=92)
-    rec = ImageRecord(
-        path=str(path), size=path.stat().st_size, mtime=path.stat().st_mtime, width=320, height=240
-    )
-    cache = MemoryKeypointCache()
-    store = KeypointStore([rec], Config(), cache=cache, workers=2)
-    store.prefetch([0, 0])
-    assert store.computed == 1 and len(cache) == 1
-    first = store.get(0)
-    assert store.computed == 1  # served from the cache
-    mirrored = store.get(0, mirrored=True)
-    assert store.computed == 2 and len(cache) == 2
-    assert len(first) > 20 and len(mirrored) > 20
-    # a second store sharing the cache (as a persistent cache would) computes nothing
-    again = KeypointStore([rec], Config(), cache=cache)
-    assert len(again.get(0)) == len(first) and again.computed == 0
+    st = path.stat()
+    return ImageRecord(path=str(path), size=st.st_size, mtime=st.st_mtime, width=320, height=240)
+
+
+def test_keypoint_store_computes_once_derives_the_mirror_and_persists(tmp_path):
+    paths = []
+    for seed in range(3):
+        paths.append(tmp_path / f"{seed}.jpg")
+        make_photo(41 + seed).save(paths[-1], quality=92)
+    records = [_record(p) for p in paths]
+    with VerifyCache.open(tmp_path / "cache") as cache:
+        store = KeypointStore(records, Config(), cache=cache, workers=2, memory_images=2)
+        store.prefetch([0, 0, 1])
+        assert store.computed == 2
+        first = store.get(0)
+        mirror = store.get(0, mirrored=True)
+        assert store.computed == 2  # the mirror image's keypoints are derived, not computed
+        assert len(first) > 20 and len(mirror) == len(first)
+        store.get(1)
+        store.get(2)  # a third image: only two stay in memory, the least recently used (0) is dropped ...
+        assert store.computed == 3 and len(store._memory) == 2 and 0 not in store._memory
+        assert len(store.get(0)) == len(first) and store.computed == 3 and store.loaded == 1  # ... read back
+    with VerifyCache.open(tmp_path / "cache") as cache:  # a later scan computes nothing
+        again = KeypointStore(records, Config(), cache=cache)
+        np.testing.assert_array_equal(again.get(0).descriptors, first.descriptors)
+        assert again.computed == 0 and again.loaded == 1
+    paths[0].write_bytes(paths[1].read_bytes())  # the file changed: its stored keypoints are not used
+    with VerifyCache.open(tmp_path / "cache") as cache:
+        changed = KeypointStore([_record(paths[0])], Config(), cache=cache)
+        changed.get(0)
+        assert changed.computed == 1
+
+
+def test_without_a_cache_memory_stays_bounded_and_evicted_keypoints_are_recomputed(tmp_path):
+    paths = []
+    for seed in range(3):
+        paths.append(tmp_path / f"{seed}.jpg")
+        make_photo(51 + seed).save(paths[-1], quality=92)
+    store = KeypointStore([_record(p) for p in paths], Config(), memory_images=1)
+    for i in (0, 1, 2, 0):
+        store.get(i)
+    assert len(store._memory) == 1 and store.computed == 4
 
 
 # ----------------------------------------------------------------------------- extractors

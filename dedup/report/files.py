@@ -121,11 +121,7 @@ def write_reports(
     thumbnails = None
     if any(Path(d).suffix.lower() == ".html" for d in destinations):
         if vectors is not None:
-            if progress:
-                progress("map", 0, 1)
-            coordinates = map_coordinates(vectors)
-            if progress:
-                progress("map", 1, 1)
+            coordinates = map_coordinates(vectors, progress=progress)
         thumbnails = make_thumbnails(
             html_thumbnail_paths(report), max_pixels=_max_pixels(report), progress=progress
         )

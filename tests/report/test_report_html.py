@@ -129,16 +129,28 @@ def test_map_coordinates_tsne_pca_and_small_inputs():
         report_html.map_coordinates(x, method="umap")
 
 
-def test_map_uses_pca_above_the_cutoff(monkeypatch):
+def test_above_the_sample_size_tsne_sees_only_the_sample_and_duplicates_land_together(monkeypatch):
     import sklearn.manifold
 
-    def boom(*args, **kwargs):
-        raise AssertionError("t-SNE must not run above TSNE_MAX_IMAGES")
+    seen: list[int] = []
+    real = sklearn.manifold.TSNE
 
-    monkeypatch.setattr(report_html, "TSNE_MAX_IMAGES", 20)
-    monkeypatch.setattr(sklearn.manifold, "TSNE", boom)
-    x = np.random.default_rng(1).normal(size=(21, 8))
-    assert report_html.map_coordinates(x).shape == (21, 2)
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def fit_transform(self, x, *args, **kwargs):
+            seen.append(len(x))
+            return super().fit_transform(x, *args, **kwargs)
+
+    monkeypatch.setattr(report_html, "TSNE_SAMPLE", 40)
+    monkeypatch.setattr(sklearn.manifold, "TSNE", Spy)
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(4, 64))
+    x = np.concatenate([c + 0.02 * rng.normal(size=(30, 64)) for c in centres])  # 4 groups of 30 images
+    calls: list[tuple[int, int | None]] = []
+    xy = report_html.map_coordinates(x, progress=lambda phase, done, total: calls.append((done, total)))
+    assert seen == [40] and xy.shape == (120, 2) and np.isfinite(xy).all()
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(120) * 1e9
+    assert (d.argmin(axis=1) // 30 == np.arange(120) // 30).all()  # placed beside their own group
+    assert calls[0] == (0, 120) and calls[-1] == (120, 120)
 
 
 def test_scan_cli_writes_html_with_json_and_csv(cli, nasty_scan, tmp_path):
