@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dedup.across import reference_folders, scan_roots
 from dedup.actions import (
     ApplyResult,
     Plan,
@@ -137,7 +138,9 @@ def prune(
     if delete == (to is not None):
         raise InputError("give either --to QUARANTINE_DIR or --delete")
     report, result = _source(paths, from_report, config, to, progress=progress, warn=warn)
-    plan = plan_prune(report, to=to, delete=delete, keep_policy=keep_policy)
+    plan = plan_prune(
+        report, to=to, delete=delete, keep_policy=keep_policy, reference=reference_folders(config)
+    )
     outcome = Outcome(report, plan, result)
     if dry_run:
         return outcome
@@ -178,7 +181,9 @@ def group(
             raise InputError("--names names the folders of --method agglomerative or kmeans")
         destinations = check_group_reports(reports, to, dry_run=dry_run)
         report, result = _source(paths, from_report, config, to, progress=progress, warn=warn)
-        plan = plan_group(report, to=to, mode=mode, only_duplicates=only_duplicates)
+        plan = plan_group(
+            report, to=to, mode=mode, only_duplicates=only_duplicates, reference=reference_folders(config)
+        )
         outcome = Outcome(report, plan, result)
     else:
         if from_report is not None:
@@ -199,7 +204,9 @@ def group(
         notes: list[str] = []
         if cluster_names is not None:
             report, notes = with_names(report, cluster_names)
-        plan = plan_group(report, to=to, mode=mode, only_duplicates=only_duplicates)
+        plan = plan_group(
+            report, to=to, mode=mode, only_duplicates=only_duplicates, reference=reference_folders(config)
+        )
         plan.notes[:0] = notes
         outcome = Outcome(report, plan, result)
         if not dry_run:
@@ -244,7 +251,8 @@ def _source(
     fresh scan of ``paths`` that skips the output folder ``to``."""
     if from_report is not None:
         report = load_report(Path(from_report))
-        given = sorted(os.path.abspath(p) for p in paths or [])
+        given = sorted(os.path.abspath(p) for p in scan_roots([Path(p) for p in paths or []], config))
+        given = given if paths else []
         if given and given != sorted(os.path.abspath(p) for p in report.paths):
             raise InputError(
                 f"report {from_report} scanned {', '.join(report.paths)}, not "

@@ -8,20 +8,24 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from dedup.across import pair_mask as across_mask
+from dedup.across import reference_folders, scan_roots
 from dedup.cache import opened as opened_cache
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
 from dedup.embeddings import Embeddings, to_distance
 from dedup.errors import ConfigError, InputError
 from dedup.extract import ExtractStats, FeatureSet, cache_identity, collect_features, extract_features
+from dedup.facts import read_all as read_facts
 from dedup.features import Extractor
+from dedup.ignore import PairMask, either, scan_rules
 from dedup.images import ImageFile, ImageRecord, Skipped, stat_root
 from dedup.index import build_index, neighbour_graph
 from dedup.partition import Clustering, cluster_embeddings
@@ -128,12 +132,14 @@ def find_duplicates(
         WeightsError: model weights cannot be obtained and no fallback is allowed.
     """
     config = config or Config()
-    feats = collect_features(paths, config, exclude=exclude, progress=progress, warn=warn)
+    roots = scan_roots(paths, config)  # with the reference and --across folders
+    feats = collect_features(roots, config, exclude=exclude, progress=progress, warn=warn)
     extractors, images = feats.extractors, feats.images
     seconds = dict(feats.seconds)
     verify = verification_enabled(config, extractors)
     thresholds = {e.name: thresholds_for(e, config) for e in extractors}
-    verifier, groups, splits = _groups(
+    ignored = scan_rules(images, config, warn)
+    verifier, groups, splits, images = _groups(
         images,
         extractors,
         feats.all_embeddings,
@@ -143,9 +149,11 @@ def find_duplicates(
         seconds,
         progress=progress,
         keypoint_cache=keypoint_cache,
+        blocked=either(ignored, across_mask(images, config)),
+        apart=ignored,
     )
     return ScanResult(
-        paths=[os.path.abspath(p) for p in paths],
+        paths=[os.path.abspath(p) for p in roots],
         images=images,
         embeddings=feats.embeddings,
         skipped=feats.skipped,
@@ -195,13 +203,17 @@ def _groups(
     *,
     progress: ProgressFn | None,
     keypoint_cache: KeypointCache | None,
-) -> tuple[Verifier, list[Group], int]:
+    blocked: PairMask | None = None,
+    apart: PairMask | None = None,
+) -> tuple[Verifier, list[Group], int, list[ImageRecord]]:
     """Candidates from every extractor's neighbour graph, decided by a :class:`Verifier`, then grouped.
 
     Each extractor proposes the pairs within its own candidate threshold (its plain threshold when
     verification is off); the union is decided pair by pair (:meth:`Verifier.evaluate`), DBSCAN runs on
     the resulting duplicate graph and the chaining guard keeps only members linked to their kept image.
     A single extractor without verification is the same path: its pairs within the threshold are edges.
+    ``blocked`` pairs are never edges, ``apart`` pairs never share a group (:mod:`dedup.ignore`). The
+    images that end up in a group come back with their :mod:`dedup.facts` (for the keep policy).
     """
     n = len(images)
     t0 = time.perf_counter()
@@ -236,6 +248,7 @@ def _groups(
         verify=verify,
         store=store,
         config=config.verify,
+        blocked=blocked,
     )
     verifier.evaluate(candidates, workers=workers, progress=progress)
     graph = verifier.graph(n)
@@ -244,6 +257,11 @@ def _groups(
 
     t0 = time.perf_counter()
     labels = dbscan_labels(graph, eps=GRAPH_EPS, min_samples=config.cluster.min_samples)
+    grouped = np.flatnonzero(labels >= 0).tolist()
+    found = read_facts([images[i].path for i in grouped], max_pixels=config.decode.max_pixels)
+    images = list(images)
+    for i, facts in zip(grouped, found, strict=True):
+        images[i] = replace(images[i], **asdict(facts))
     threshold = thresholds[extractors[0].name].plain
     groups, splits = form_groups(
         labels,
@@ -253,11 +271,13 @@ def _groups(
         threshold=threshold,
         policy=config.keep.policy,
         link=verifier.link,
+        reference=reference_folders(config),
+        apart=apart,
     )
     if progress:
         progress("cluster", n, n)
     seconds["cluster"] = time.perf_counter() - t0
-    return verifier, groups, splits
+    return verifier, groups, splits, images
 
 
 def cluster_collection(

@@ -307,6 +307,10 @@ class PairEvidence:
         reason: ``verified`` (enough inliers), ``similar`` (a sure/plain threshold reached) or ``rejected``.
         coverage: inliers / keypoints in the images' overlap (see :attr:`Match.coverage`), or None when
             not verified.
+        rotation: degrees (-180..180] the keypoint transform turns the first image by, or None when not
+            verified.
+
+    ``reason`` is ``ignored`` for a pair that may never be an edge (the ignore list, ``--across``).
     """
 
     similarities: dict[str, float]
@@ -316,6 +320,7 @@ class PairEvidence:
     edge: bool
     reason: str
     coverage: float | None = None
+    rotation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -366,6 +371,8 @@ class Verifier:
         verify: whether pairs are checked with keypoints (else: edge = a plain threshold reached).
         store: keypoints (needed when ``verify``).
         config: the ``verify`` parameters.
+        blocked: pairs that are never edges (``blocked(a, b)`` -> bool array; see :mod:`dedup.ignore`):
+            decided ``ignored`` without verification.
     """
 
     names: list[str]
@@ -374,6 +381,7 @@ class Verifier:
     verify: bool
     store: KeypointStore | None
     config: VerifyConfig
+    blocked: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     evidence: dict[tuple[int, int], PairEvidence] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -431,7 +439,8 @@ class Verifier:
             proposed = sims >= (cand if self.verify else plain) - TOLERANCE  # what the graphs proposed
             is_sure = np.asarray((sims >= sure - TOLERANCE).any(axis=0), dtype=bool)
             is_plain = np.asarray((sims >= plain - TOLERANCE).any(axis=0), dtype=bool)
-            need = [k for k in range(len(todo)) if self.verify and not is_sure[k]]
+            off = self.blocked(a, b) if self.blocked is not None else np.zeros(len(todo), dtype=bool)
+            need = [k for k in range(len(todo)) if self.verify and not is_sure[k] and not off[k]]
             if need and self.store is not None:
                 involved = np.unique(np.concatenate([a[need], b[need]])).tolist()
                 self.store.prefetch(involved, progress=progress)
@@ -451,7 +460,9 @@ class Verifier:
             for k, key in enumerate(todo):
                 similarities = {n: round(float(sims[e, k]), 6) for e, n in enumerate(self.names)}
                 by = tuple(n for e, n in enumerate(self.names) if proposed[e, k])
-                if not self.verify:
+                if off[k]:
+                    ev = PairEvidence(similarities, by, bool(flips[k]), None, False, "ignored")
+                elif not self.verify:
                     ev = PairEvidence(
                         similarities,
                         by,
@@ -473,6 +484,7 @@ class Verifier:
                         ok,
                         "verified" if ok else "rejected",
                         round(match.coverage, 4),
+                        _rotation(match.transform),
                     )
                 with self._lock:
                     self.evidence[key] = ev
@@ -509,6 +521,14 @@ class Verifier:
             (np.concatenate([dist, dist]), (np.concatenate([lo, hi]), np.concatenate([hi, lo]))), shape=(n, n)
         )
         return graph.tocsr()
+
+
+def _rotation(transform: np.ndarray | None) -> int | None:
+    """Whole degrees (-180..180] a 2x3 similarity transform rotates by (None without a transform)."""
+    if transform is None:
+        return None
+    degrees = int(round(float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))))
+    return 180 if degrees == -180 else degrees
 
 
 # Every stored entry of Verifier.graph() is an edge, whatever its distance (at most 2).

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dedup import __version__
+from dedup.across import leakage
 from dedup.errors import ReportError
 
 if TYPE_CHECKING:
@@ -61,6 +62,12 @@ def _num(value: Any, what: str, *, optional: bool = False) -> float | None:
     return float(value) if isinstance(value, int) else value
 
 
+def _bool(value: Any, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ReportError(f"{what} must be true, false or null, not {value!r}")
+
+
 def _list(value: Any, what: str) -> list[Any]:
     if not isinstance(value, list):
         raise ReportError(f"{what} must be a list, not {type(value).__name__}")
@@ -98,6 +105,12 @@ _MEMBER_KEYS = (
     "coverage",
     "proposed_by",
     "similarities",
+    "rotation",
+    "format",
+    "quality",
+    "lossless",
+    "derived",
+    "grayscale",
 )
 
 
@@ -115,6 +128,9 @@ class ReportMember:
         inliers, coverage: keypoint verification figures, None when the pair was not verified.
         proposed_by: extractors whose candidate threshold the pair reached.
         similarities: the pair's similarity under each extractor.
+        rotation: degrees the keypoint transform from the kept image turns by (verified members), or None.
+        format, quality, lossless, derived, grayscale: the file's :class:`dedup.facts.ImageFacts` (what
+            the keep policy ``best`` compares), None when not known.
         present: the optional keys the parsed dict had (to write back exactly what was read).
         extra: keys this version does not know.
     """
@@ -131,6 +147,12 @@ class ReportMember:
     coverage: float | None = None
     proposed_by: tuple[str, ...] = ()
     similarities: dict[str, float] | None = None
+    rotation: int | None = None
+    format: str | None = None
+    quality: int | None = None
+    lossless: bool | None = None
+    derived: bool | None = None
+    grayscale: bool | None = None
     present: frozenset[str] = frozenset(_MEMBER_KEYS)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -161,6 +183,12 @@ class ReportMember:
             coverage=_num(d.get("coverage"), f"{what} coverage", optional=True),
             proposed_by=tuple(str(p) for p in _list(proposed, f"{what} proposed_by")),
             similarities=sims,
+            rotation=_int(d.get("rotation"), f"{what} rotation", optional=True),
+            format=None if d.get("format") is None else str(d["format"]),
+            quality=_int(d.get("quality"), f"{what} quality", optional=True),
+            lossless=_bool(d.get("lossless"), f"{what} lossless"),
+            derived=_bool(d.get("derived"), f"{what} derived"),
+            grayscale=_bool(d.get("grayscale"), f"{what} grayscale"),
             present=frozenset(k for k in _MEMBER_KEYS if k in d),
             extra=_extra(d, _MEMBER_KEYS),
         )
@@ -179,6 +207,12 @@ class ReportMember:
             "coverage": self.coverage,
             "proposed_by": list(self.proposed_by),
             "similarities": self.similarities,
+            "rotation": self.rotation,
+            "format": self.format,
+            "quality": self.quality,
+            "lossless": self.lossless,
+            "derived": self.derived,
+            "grayscale": self.grayscale,
         }
         for key, value in values.items():
             _put(out, key, value, key in self.present)
@@ -472,6 +506,19 @@ class Report:
             return policy if isinstance(policy, str) else None
         return keep if isinstance(keep, str) else None
 
+    @property
+    def reference(self) -> tuple[str, ...]:
+        """The folders whose images the scan kept and that are never moved or deleted:
+        ``params.keep.reference`` and, for an ``--across A B`` scan, A (``params.cluster.across``)."""
+        folders: list[str] = []
+        keep, cluster = self.params.get("keep"), self.params.get("cluster")
+        if isinstance(keep, Mapping) and isinstance(keep.get("reference"), list):
+            folders += [f for f in keep["reference"] if isinstance(f, str) and f]
+        if isinstance(cluster, Mapping) and isinstance(cluster.get("across"), list) and cluster["across"]:
+            first = cluster["across"][0]
+            folders += [first] if isinstance(first, str) and first else []
+        return tuple(dict.fromkeys(folders))
+
     def skipped_reasons(self) -> dict[str, int]:
         """How many files were skipped for each reason (reasons cut at the first ':' so they group)."""
         counts: dict[str, int] = {}
@@ -530,6 +577,12 @@ def from_result(result: ScanResult) -> Report:
                     coverage=ev.coverage,
                     proposed_by=tuple(ev.proposed_by),
                     similarities=ev.similarities,
+                    rotation=ev.rotation,
+                    format=images[m].format,
+                    quality=images[m].quality,
+                    lossless=images[m].lossless,
+                    derived=images[m].derived,
+                    grayscale=images[m].grayscale,
                 )
             )
         groups.append(ReportGroup(number, images[group.keep].path, tuple(members)))
@@ -547,21 +600,26 @@ def from_result(result: ScanResult) -> Report:
     }
     seconds |= {k: round(result.seconds.get(k, 0.0), 3) for k in ("decode_extract", "index", "cluster")}
     clustering, clusters = _clusters(result)
+    stats: dict[str, Any] = {
+        "images": len(images),
+        "skipped": len(result.skipped),
+        "groups": len(result.groups),
+        "duplicates": result.duplicates,
+        "reclaimable_bytes": result.reclaimable_bytes,
+        "chain_splits": result.chain_splits,
+        "seconds": seconds,
+    }
+    if result.verifier is not None:
+        across = leakage(images, result.verifier.graph(len(images)), result.config)
+        if across is not None:
+            stats["across"] = across
     return Report(
         tool=f"dedup {__version__}",
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         paths=tuple(result.paths),
         extractor=result.extractor,
         params=params,
-        stats={
-            "images": len(images),
-            "skipped": len(result.skipped),
-            "groups": len(result.groups),
-            "duplicates": result.duplicates,
-            "reclaimable_bytes": result.reclaimable_bytes,
-            "chain_splits": result.chain_splits,
-            "seconds": seconds,
-        },
+        stats=stats,
         groups=tuple(groups),
         skipped=tuple(ReportSkipped(s.path, s.reason) for s in result.skipped),
         images=tuple(ReportImage(r.path, r.size, r.mtime, r.width, r.height) for r in images),
