@@ -257,7 +257,18 @@ KeepOpt = Annotated[
     str | None,
     typer.Option(
         "--keep",
-        help="Image kept per group: resolution | filesize | oldest | newest | path.",
+        help="Image kept per group: best (default: most pixels, then colour, then lossless or higher "
+        "JPEG quality, then larger file, then not an edited copy) | resolution | filesize | oldest | "
+        "newest | path.",
+        show_default=False,
+    ),
+]
+ReferenceOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--reference",
+        help="Folder whose images are always the kept ones and are never moved or deleted (repeatable; "
+        "scanned too).",
         show_default=False,
     ),
 ]
@@ -293,6 +304,7 @@ def scan_overrides(
     keep: str | None,
     recursive: bool | None,
     include_hidden: bool | None,
+    reference: Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """The config overrides given by the flags every scanning command shares."""
     return {
@@ -300,6 +312,7 @@ def scan_overrides(
         "features.extractor": features,
         "features.weights": weights,
         "keep.policy": keep,
+        "keep.reference": [str(r) for r in reference] if reference else None,
         "discover.recursive": recursive,
         "discover.include_hidden": include_hidden,
     }

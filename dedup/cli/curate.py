@@ -24,6 +24,7 @@ from dedup.cli.common import (
     NoCacheOpt,
     ProgressReporter,
     RecursiveOpt,
+    ReferenceOpt,
     ThresholdOpt,
     ToOpt,
     WeightsOpt,
@@ -67,13 +68,17 @@ def prune(
     recursive: RecursiveOpt = None,
     include_hidden: HiddenOpt = None,
     no_cache: NoCacheOpt = False,
+    reference: ReferenceOpt = None,
 ) -> None:
     """Keep one image per duplicate group; move the others to a quarantine folder (or delete them).
 
     Quarantined files mirror their path relative to the scanned folder; every change is journaled in a
-    manifest inside the quarantine folder, and `dedup undo MANIFEST` puts everything back.
+    manifest inside the quarantine folder, and `dedup undo MANIFEST` puts everything back. Images under a
+    --reference folder are never moved or deleted.
 
     Example: dedup prune ~/photos --to ~/photos-quarantine --dry-run
+
+    Example: dedup prune --from-report review.reviewed.json --to ~/photos-quarantine
     """
     from dedup import curate
 
@@ -96,7 +101,7 @@ def prune(
         cfg = build_config(
             config,
             {
-                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden),
+                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden, reference),
                 **cache_overrides(no_cache),
             },
         )
@@ -200,6 +205,7 @@ def group(
         ),
     ] = None,
     no_cache: NoCacheOpt = False,
+    reference: ReferenceOpt = None,
 ) -> None:
     """Sort images into one folder per duplicate group (group-0001/ is the largest), plus unique/ -- or,
     with --method agglomerative|kmeans, every image into a cluster folder (cluster-0001/ is the largest),
@@ -218,7 +224,7 @@ def group(
             raise InputError("give the output folder with --to OUT_DIR")
         if move + copy + link > 1:
             raise InputError("give only one of --move, --copy, --link")
-        overrides = scan_overrides(threshold, features, weights, keep, recursive, include_hidden)
+        overrides = scan_overrides(threshold, features, weights, keep, recursive, include_hidden, reference)
         overrides.update(
             {
                 "group.method": method,
