@@ -24,6 +24,7 @@ from dedup.report.schema import (
     ClusterMember,
     Report,
     ReportCluster,
+    ReportMember,
     cluster_folders,
     extractor_label,
     human_bytes,
@@ -234,6 +235,50 @@ def map_svg(report: Report, coordinates: np.ndarray | None) -> str:
     return "".join(parts)
 
 
+def member_data(member: ReportMember) -> dict[str, Any]:
+    """One group member as the pages' script reads it (:file:`templates/cards.js`): path, similarity,
+    size, pixels, mirror flag, evidence (``evidence``, ``inliers``, ``coverage``, ``proposed_by``,
+    ``rotation``) and encoding facts (``format``, ``quality``, ``lossless``, ``derived``, ``grayscale``)."""
+    return {
+        "path": member.path,
+        "sim": member.similarity_to_keep,
+        "bytes": member.bytes,
+        "w": member.width,
+        "h": member.height,
+        "mirrored": member.mirrored,
+        "evidence": member.evidence,
+        "inliers": member.inliers,
+        "coverage": member.coverage,
+        "proposed_by": list(member.proposed_by),
+        "rotation": member.rotation,
+        "format": member.format,
+        "quality": member.quality,
+        "lossless": member.lossless,
+        "derived": member.derived,
+        "grayscale": member.grayscale,
+    }
+
+
+def common_folder(report: Report) -> str:
+    """The folder the scanned paths share (cards show each file's folder relative to it), or ``""``."""
+    folders = [p if not os.path.splitext(p)[1] else os.path.dirname(p) for p in report.paths]
+    try:
+        return os.path.commonpath(folders) if folders else ""
+    except ValueError:
+        return ""
+
+
+def shared_assets() -> tuple[str, str]:
+    """``(cards.js, cards.css)``: the card and viewer code the HTML report and the review page share."""
+    from importlib.resources import files
+
+    folder = files("dedup.report").joinpath("templates")
+    return (
+        folder.joinpath("cards.js").read_text(encoding="utf-8"),
+        folder.joinpath("cards.css").read_text(encoding="utf-8"),
+    )
+
+
 def _header_html(report: Report) -> str:
     stats = report.stats
     extractor = extractor_label(report.extractor)
@@ -249,14 +294,31 @@ def _header_html(report: Report) -> str:
     clustering = report.clustering
     if clustering is not None:
         figures.append(("Clusters", clustering.get("n_clusters", len(report.clusters or ()))))
+    across = stats.get("across")
+    if isinstance(across, dict):
+        figures.append(("Images of B with a duplicate in A", f"{across.get('b_with_duplicate_in_a')}"))
     cards = "".join(
         f'<div class="fig"><div class="v">{html.escape(str(v))}</div>'
         f'<div class="k">{html.escape(k)}</div></div>'
         for k, v in figures
     )
+    scanned = html.escape(", ".join(report.paths))
+    return (
+        f'<div class="figs">{cards}</div><p class="muted">Scanned {scanned} with '
+        f"{html.escape(extractor)}. The parameters are at the bottom of the page.</p>"
+    )
+
+
+def _params_html(report: Report) -> str:
+    """Every parameter of the scan, as a table (shown collapsed at the bottom of the page)."""
+    extractor = extractor_label(report.extractor)
+    clustering = report.clustering
     params = report.params
     rows = [("Scanned", ", ".join(report.paths)), ("Extractor", extractor)]
-    rows.append(("Threshold (cosine similarity)", f"{params.get('threshold', float('nan')):.3f}"))
+    threshold = params.get("threshold")
+    rows.append(
+        ("Threshold (cosine similarity)", f"{threshold:.3f}" if isinstance(threshold, (int, float)) else "?")
+    )
     for section, values in params.items():
         if isinstance(values, dict):
             rows.append((section, ", ".join(f"{k}={v}" for k, v in values.items())))
@@ -265,7 +327,9 @@ def _header_html(report: Report) -> str:
         rows.append(("Clustering", f"{clustering.get('method')}: {how}"))
     rows.append(("Created", f"{report.created or ''} by {report.tool or 'dedup'}"))
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f'<div class="figs">{cards}</div><table class="params">{table}</table>'
+    return (
+        f'<details id="params"><summary>Parameters</summary><table class="params">{table}</table></details>'
+    )
 
 
 def _skipped_html(report: Report) -> str:
@@ -325,21 +389,12 @@ def to_html(
             {
                 "id": g.id,
                 "keep": g.keep,
-                "members": [
-                    {
-                        "path": m.path,
-                        "sim": m.similarity_to_keep,
-                        "bytes": m.bytes,
-                        "w": m.width,
-                        "h": m.height,
-                        "mirrored": m.mirrored,
-                    }
-                    for m in g.members
-                ],
+                "members": [member_data(m) for m in g.members],
             }
             for g in groups
         ],
         "thumbs": thumbs,
+        "base": common_folder(report),
     }
     clusters = []
     for c, folder in _report_clusters(report):
@@ -367,9 +422,13 @@ def to_html(
         "colour form a duplicate group, grey dots are in no group. Hover for the file name; click a coloured "
         "dot to show its group."
     )
+    cards_js, cards_css = shared_assets()
     fields = {
         "TITLE": html.escape(f"dedup report — {', '.join(report.paths)}"),
         "HEADER": _header_html(report),
+        "PARAMS": _params_html(report),
+        "CARDSJS": cards_js.replace("</", "<\\/"),
+        "CARDSCSS": cards_css.replace("</", ""),
         "MAP": svg or '<p class="muted">No map (no coordinates were given, or no images).</p>',
         "MAPNOTE": html.escape(map_note),
         "CLUSTERSHIDDEN": "" if clusters else " hidden",
