@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from dedup import __version__
-from dedup.cli import cache, curate, explore, ignore, scan
+from dedup.cli import cache, curate, explore, ignore, review, scan
 from dedup.cli.common import quiet_tensorflow
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app = typer.Typer(
 app.add_typer(scan.app)
 app.add_typer(curate.app)
 app.add_typer(explore.app)
+app.add_typer(review.app)
 app.add_typer(cache.app, name="cache")
 app.add_typer(ignore.app, name="ignore")
 

@@ -32,6 +32,8 @@ from dedup.cli.common import (
     stdout,
     warn,
 )
+from dedup.cli.review import NoBrowserOpt, serve
+from dedup.errors import InputError
 from dedup.report.schema import Report, extractor_label, human_bytes
 
 app = typer.Typer()
@@ -77,6 +79,15 @@ def scan(
             show_default=False,
         ),
     ] = None,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review",
+            help="Then review the groups in the browser (dedup review): the JSON --report, or a report "
+            "in $XDG_STATE_HOME/dedup/reviews/ when none is given.",
+        ),
+    ] = False,
+    no_browser: NoBrowserOpt = False,
 ) -> None:
     """Report near-duplicate images (dry run: nothing is modified, moved or created except --report files).
 
@@ -85,13 +96,20 @@ def scan(
     Example: dedup scan ~/photos --reference ~/photos/originals
 
     Example: dedup scan --across data/train data/test --report leakage.json
+
+    Example: dedup scan ~/photos --review
     """
     from dedup import curate
     from dedup.report.files import to_json
 
     if not paths and not across:
         raise typer.BadParameter("give the folders to scan, or --across A B", param_hint="PATH...")
+    reports = list(report or [])
     with errors():
+        review_json = next((r for r in reports if r.suffix.lower() == ".json"), None)
+        if review and review_json is None:
+            review_json = review_report_path()
+            reports.append(review_json)
         cfg = build_config(
             config,
             {
@@ -101,7 +119,7 @@ def scan(
             },
         )
         with ProgressReporter(stderr) as progress:
-            outcome = curate.scan(paths or [], cfg, reports=report or [], progress=progress, warn=warn)
+            outcome = curate.scan(paths or [], cfg, reports=reports, progress=progress, warn=warn)
         console = stderr if json_out else stdout
         render_summary(outcome.report, console, top=top)
         src = outcome.result.sources
@@ -117,6 +135,32 @@ def scan(
         if json_out:
             sys.stdout.write(to_json(outcome.report))
             sys.stdout.flush()
+        if review and review_json is not None:
+            serve(
+                review_json,
+                config=config,
+                reference=reference,
+                output=None,
+                to=None,
+                host="127.0.0.1",
+                port=0,
+                browser=not no_browser,
+            )
+
+
+def review_report_path() -> Path:
+    """Where ``scan --review`` writes its report when no JSON ``--report`` is given:
+    ``$XDG_STATE_HOME/dedup/reviews/scan-<UTC time>.json`` (the folder is created)."""
+    from datetime import datetime, timezone
+
+    from dedup.ignore import default_path
+
+    folder = default_path().parent / "reviews"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {folder}: {e.strerror or e}") from e
+    return folder / f"scan-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
 
 
 def render_summary(report: Report, console: Console, *, top: int) -> None:

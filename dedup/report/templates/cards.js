@@ -101,7 +101,9 @@
     var enc = encoding(m);
     if (enc) { facts += " \u00b7 " + enc; }
     cap.appendChild(el("div", "meta", facts));
-    if (!kept) {
+    if (!kept && m.evidence === "keep") {
+      cap.appendChild(el("div", "sim", "the scan's kept image (the others' evidence is against it)"));
+    } else if (!kept) {
       var sim = el("div", "sim", pct(m.sim) + " similar");
       if (m.proposed_by && m.proposed_by.length) {
         sim.appendChild(el("span", "proposed", " \u00b7 proposed by " + m.proposed_by.join(", ")));
