@@ -93,6 +93,24 @@ class ScanResult:
             raise ValueError("this ScanResult holds no pair decisions (it was made without a Verifier)")
         return self.verifier.evaluate(np.array([[i, keep]]))[0]
 
+    def __repr__(self) -> str:
+        return (
+            f"ScanResult({len(self.groups)} groups, {self.duplicates} duplicates of {len(self.images)} "
+            f"images, {len(self.skipped)} skipped; {self.extractor.get('name')})"
+        )
+
+    def _repr_html_(self) -> str:
+        """The compact HTML summary a notebook shows (see :meth:`dedup.report.Report._repr_html_`)."""
+        from dedup.report.schema import from_result
+
+        return from_result(self)._repr_html_()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per group member, for ``pandas.DataFrame(result.rows())``."""
+        from dedup.report.schema import from_result
+
+        return from_result(self).rows()
+
     @property
     def duplicates(self) -> int:
         """Images that could go: every group member except the kept one."""

@@ -29,24 +29,10 @@ from rich.progress import (
 
 from dedup.config import Config, load_config
 from dedup.errors import DedupError
+from dedup.progress import PHASES
 
 stdout = Console()
 stderr = Console(stderr=True)
-
-PHASES = {
-    "discover": "Discovering files",
-    "extract": "Decoding + extracting",
-    "index": "Building neighbour graph",
-    "keypoints": "Computing keypoints",
-    "verify": "Verifying candidate pairs",
-    "cluster": "Clustering",
-    "map": "Laying out the map",
-    "thumbnails": "Making thumbnails",
-    "tune": "Sweeping thresholds",
-    "apply": "Applying operations",
-    "undo": "Undoing",
-    "grouping": "Clustering collection",
-}
 
 
 @contextmanager

@@ -8,18 +8,15 @@ The page template is ``dedup/report/templates/report.html``; :func:`to_html` fil
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from dedup.config import DEFAULT_MAX_PIXELS
 from dedup.report.schema import (
     ClusterMember,
     Report,
@@ -29,12 +26,14 @@ from dedup.report.schema import (
     extractor_label,
     human_bytes,
 )
+from dedup.report.thumbs import THUMBNAIL_QUALITY as THUMBNAIL_QUALITY  # re-exported with the page
+from dedup.report.thumbs import THUMBNAIL_SIZE as THUMBNAIL_SIZE
+from dedup.report.thumbs import make_thumbnails as make_thumbnails
+from dedup.report.thumbs import thumbnail as thumbnail
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 
-THUMBNAIL_SIZE = 160  # longest side in pixels of the thumbnails embedded in the HTML report
-THUMBNAIL_QUALITY = 70  # their JPEG quality
 PAGE_SIZE = 50  # groups per page of the HTML report
 CLUSTER_PAGE_SIZE = 20  # clusters per page of the HTML report
 CLUSTER_SAMPLE = 12  # thumbnails per cluster in the HTML report: the members nearest the cluster's centre
@@ -82,57 +81,6 @@ def map_coordinates(vectors: np.ndarray, *, method: str = "auto", random_state: 
         method="exact" if n <= TSNE_EXACT_MAX else "barnes_hut",
     )
     return np.asarray(tsne.fit_transform(x), dtype=np.float64)
-
-
-def thumbnail(path: str, *, size: int = THUMBNAIL_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """A JPEG thumbnail (longest side ``size``) of one image as base64 text, or None if it cannot be read.
-
-    Decoding goes through :func:`dedup.images.open_image` (EXIF orientation, CMYK, 16-bit, ... handled);
-    a file that vanished or broke since the scan gives None (the report shows a placeholder).
-    """
-    from PIL import Image
-
-    from dedup.errors import ImageError
-    from dedup.images import open_image
-
-    try:
-        image, _, _ = open_image(path, max_pixels=max_pixels, draft_size=size)
-        image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        image.save(buf, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
-    except (ImageError, OSError):
-        return None
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def make_thumbnails(
-    paths: Sequence[str],
-    *,
-    size: int = THUMBNAIL_SIZE,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    progress: ProgressFn | None = None,
-) -> dict[str, str | None]:
-    """:func:`thumbnail` of each path (decoded in worker threads): path -> base64 JPEG or None."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    unique = list(dict.fromkeys(paths))
-    out: dict[str, str | None] = {}
-    if progress:
-        progress("thumbnails", 0, len(unique))
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dedup-thumb") as pool:
-        for done, (path, thumb) in enumerate(
-            zip(
-                unique,
-                pool.map(lambda p: thumbnail(p, size=size, max_pixels=max_pixels), unique),
-                strict=True,
-            ),
-            start=1,
-        ):
-            out[path] = thumb
-            if progress and (done % 50 == 0 or done == len(unique)):
-                progress("thumbnails", done, len(unique))
-    return out
 
 
 def cluster_sample(cluster: ReportCluster, size: int = CLUSTER_SAMPLE) -> list[ClusterMember]:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dedup import __version__
 from dedup.across import leakage
 from dedup.errors import ReportError
+from dedup.report.wording import extractor_label as extractor_label  # re-exported: older imports use it
+from dedup.report.wording import human_bytes as human_bytes
 
 if TYPE_CHECKING:
     from dedup.pipeline import ScanResult
@@ -497,6 +499,24 @@ class Report:
         """A copy with ``changes`` (dataclass fields)."""
         return replace(self, **changes)
 
+    def __repr__(self) -> str:
+        from dedup.report.notebook import short_repr
+
+        return short_repr(self)
+
+    def _repr_html_(self) -> str:
+        """The compact HTML summary a notebook shows (the first groups' thumbnails)."""
+        from dedup.report.notebook import summary_html
+
+        return summary_html(self)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per group member (group, path, kept, similarity, evidence, ...): ready for
+        ``pandas.DataFrame(report.rows())``; see :func:`dedup.report.notebook.rows`."""
+        from dedup.report.notebook import rows
+
+        return rows(self)
+
     @property
     def keep_policy(self) -> str | None:
         """The ``keep.policy`` the scan used (``params.keep.policy``), if the report says."""
@@ -721,23 +741,3 @@ def cluster_folders(clusters: Sequence[ReportCluster]) -> tuple[list[str], list[
         owner[key] = (name, named, cid)
         folders.append(name)
     return folders, notes
-
-
-# ------------------------------------------------------------------------------------------ wording
-
-
-def human_bytes(n: float) -> str:
-    """``1834242`` -> ``"1.8 MB"`` (powers of 1000, as file managers show sizes)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def extractor_label(extractor: Mapping[str, Any]) -> str:
-    """The extractor of a report as shown to people: ``"phash+thumb+color (fallback for vgg16)"``."""
-    name = str(extractor.get("name", "?"))
-    if extractor.get("fallback_used"):
-        name += f" (fallback for {extractor.get('requested')})"
-    return name

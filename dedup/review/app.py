@@ -316,7 +316,7 @@ def create_app(
         )
 
     def thumbnail(path: str) -> bytes | None:
-        from dedup.report.html import thumbnail as make
+        from dedup.report.thumbs import thumbnail as make
 
         with thumbs_lock:
             if path in thumbs:
