@@ -132,8 +132,9 @@ class ImageRecord:
         mtime: modification time, seconds since the epoch.
         width: width in pixels after EXIF orientation (full size, even if decoded in draft mode).
         height: height in pixels after EXIF orientation.
-        format, quality, lossless, derived, grayscale: the file's :class:`dedup.facts.ImageFacts` (for the
-            keep policy ``best``); read by the scan for the images in a duplicate group, None otherwise.
+        format, quality, lossless, derived, grayscale, recompressed: the file's
+            :class:`dedup.facts.ImageFacts` (for the keep policy ``best``); read by the scan for the images
+            in a duplicate group, None otherwise.
     """
 
     path: str
@@ -146,6 +147,7 @@ class ImageRecord:
     lossless: bool | None = None
     derived: bool | None = None
     grayscale: bool | None = None
+    recompressed: bool | None = None
 
 
 # --------------------------------------------------------------------------------------------- discover

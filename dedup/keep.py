@@ -10,8 +10,8 @@ Policies (ties are always broken by path, so the choice does not depend on the o
 - ``best`` (the default): most pixels; at equal pixels a colour image before a grayscale one; then the
   better encoding -- a lossless file before any JPEG, a JPEG of higher estimated quality before one of
   lower quality, and files whose quality is unknown (lossy WebP, palette images, a lossless file converted
-  from a JPEG) last; then the larger file; then the file that is not a derived copy (see
-  :mod:`dedup.facts`).
+  from a JPEG, a JPEG re-saved at a high quality from a more strongly compressed one) last; then the
+  larger file; then the file that is not a derived copy (see :mod:`dedup.facts`).
 - ``resolution``: largest width x height. ``filesize``: largest file. ``oldest`` / ``newest``: modification
   time. ``path``: first in sorted order.
 
@@ -37,8 +37,8 @@ LOSSLESS_RANK = 101
 class HasImageFacts(Protocol):
     """What the keep policies need to know about an image (``ImageRecord`` and ``ReportMember`` have it).
 
-    ``best`` also reads ``quality``, ``lossless``, ``derived`` and ``grayscale`` when the object has them
-    (:class:`dedup.facts.ImageFacts`); missing or None counts as unknown.
+    ``best`` also reads ``quality``, ``lossless``, ``recompressed``, ``derived`` and ``grayscale`` when the
+    object has them (:class:`dedup.facts.ImageFacts`); missing or None counts as unknown.
     """
 
     @property
@@ -68,9 +68,11 @@ def check_policy(policy: str) -> str:
 
 def encoding_rank(image: object) -> int:
     """``best``'s encoding rank: :data:`LOSSLESS_RANK` for a lossless file, the estimated quality of a
-    JPEG (1-100), 0 when unknown."""
+    JPEG (1-100), 0 when unknown (also for a recompressed JPEG, whose nominal quality says nothing)."""
     if getattr(image, "lossless", None):
         return LOSSLESS_RANK
+    if getattr(image, "recompressed", None):
+        return 0
     quality = getattr(image, "quality", None)
     return int(quality) if isinstance(quality, int) and not isinstance(quality, bool) else 0
 

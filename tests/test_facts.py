@@ -170,3 +170,29 @@ def test_imagededup_alpha_png_is_no_longer_kept_over_the_original() -> None:
     assert keep_of(best, "alpha_channel_image.png") == "base_images/ukbench00120.jpg"
     alpha = next(m for g in best.groups for m in g.members if m.path.endswith("alpha_channel_image.png"))
     assert alpha.derived is True and alpha.lossless is False  # camera EXIF in a PNG: converted
+
+
+def test_a_jpeg_saved_again_at_a_higher_quality_is_recompressed(tmp_path: Path) -> None:
+    from PIL import ImageOps
+
+    photo = make_photo(9, size=(400, 300))
+    photo.save(tmp_path / "genuine_q95.jpg", quality=95)
+    photo.save(tmp_path / "original_q60.jpg", quality=60)
+    once = Image.open(tmp_path / "original_q60.jpg").convert("RGB")
+    once.save(tmp_path / "again_q95.jpg", quality=95)  # the same pixels, saved again "better"
+    ImageOps.mirror(once).save(tmp_path / "flipped_q92.jpg", quality=92)  # an edit saved again
+    facts = {p.name: read_facts(str(p), max_pixels=MAX) for p in tmp_path.iterdir()}
+    assert facts["genuine_q95.jpg"].recompressed is False and facts["original_q60.jpg"].recompressed is False
+    assert facts["again_q95.jpg"].recompressed is True and facts["again_q95.jpg"].derived is True
+    assert facts["again_q95.jpg"].quality == 95  # the nominal quality is still reported
+    assert facts["flipped_q92.jpg"].recompressed is True
+
+    class Member:
+        def __init__(self, name: str) -> None:
+            f = facts[name]
+            self.path, self.size, self.mtime, self.width, self.height = name, 0, 0.0, 400, 300
+            self.quality, self.lossless, self.recompressed = f.quality, f.lossless, f.recompressed
+            self.derived, self.grayscale = f.derived, f.grayscale
+
+    group = [Member(n) for n in ("again_q95.jpg", "flipped_q92.jpg", "original_q60.jpg")]
+    assert group[choose_keep(group, "best")].path == "original_q60.jpg"

@@ -529,3 +529,4 @@ class KeptView:
             m.derived,
             m.grayscale,
         )
+        self.recompressed = m.recompressed

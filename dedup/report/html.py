@@ -186,7 +186,8 @@ def map_svg(report: Report, coordinates: np.ndarray | None) -> str:
 def member_data(member: ReportMember) -> dict[str, Any]:
     """One group member as the pages' script reads it (:file:`templates/cards.js`): path, similarity,
     size, pixels, mirror flag, evidence (``evidence``, ``inliers``, ``coverage``, ``proposed_by``,
-    ``rotation``) and encoding facts (``format``, ``quality``, ``lossless``, ``derived``, ``grayscale``)."""
+    ``rotation``) and encoding facts (``format``, ``quality``, ``lossless``, ``derived``, ``grayscale``,
+    ``recompressed``)."""
     return {
         "path": member.path,
         "sim": member.similarity_to_keep,
@@ -204,6 +205,7 @@ def member_data(member: ReportMember) -> dict[str, Any]:
         "lossless": member.lossless,
         "derived": member.derived,
         "grayscale": member.grayscale,
+        "recompressed": member.recompressed,
     }
 
 

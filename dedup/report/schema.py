@@ -113,6 +113,7 @@ _MEMBER_KEYS = (
     "lossless",
     "derived",
     "grayscale",
+    "recompressed",
 )
 
 
@@ -131,8 +132,8 @@ class ReportMember:
         proposed_by: extractors whose candidate threshold the pair reached.
         similarities: the pair's similarity under each extractor.
         rotation: degrees the keypoint transform from the kept image turns by (verified members), or None.
-        format, quality, lossless, derived, grayscale: the file's :class:`dedup.facts.ImageFacts` (what
-            the keep policy ``best`` compares), None when not known.
+        format, quality, lossless, derived, grayscale, recompressed: the file's
+            :class:`dedup.facts.ImageFacts` (what the keep policy ``best`` compares), None when not known.
         present: the optional keys the parsed dict had (to write back exactly what was read).
         extra: keys this version does not know.
     """
@@ -155,6 +156,7 @@ class ReportMember:
     lossless: bool | None = None
     derived: bool | None = None
     grayscale: bool | None = None
+    recompressed: bool | None = None
     present: frozenset[str] = frozenset(_MEMBER_KEYS)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -191,6 +193,7 @@ class ReportMember:
             lossless=_bool(d.get("lossless"), f"{what} lossless"),
             derived=_bool(d.get("derived"), f"{what} derived"),
             grayscale=_bool(d.get("grayscale"), f"{what} grayscale"),
+            recompressed=_bool(d.get("recompressed"), f"{what} recompressed"),
             present=frozenset(k for k in _MEMBER_KEYS if k in d),
             extra=_extra(d, _MEMBER_KEYS),
         )
@@ -215,6 +218,7 @@ class ReportMember:
             "lossless": self.lossless,
             "derived": self.derived,
             "grayscale": self.grayscale,
+            "recompressed": self.recompressed,
         }
         for key, value in values.items():
             _put(out, key, value, key in self.present)
@@ -603,6 +607,7 @@ def from_result(result: ScanResult) -> Report:
                     lossless=images[m].lossless,
                     derived=images[m].derived,
                     grayscale=images[m].grayscale,
+                    recompressed=images[m].recompressed,
                 )
             )
         groups.append(ReportGroup(number, images[group.keep].path, tuple(members)))

@@ -49,7 +49,7 @@
   function encoding(m) {
     if (!m.format) { return ""; }
     var text = m.format;
-    if (typeof m.quality === "number") { text += " q" + m.quality; }
+    if (typeof m.quality === "number") { text += " q" + m.quality + (m.recompressed ? " (re-saved)" : ""); }
     else if (m.lossless) { text += " lossless"; }
     return text;
   }
