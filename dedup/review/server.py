@@ -41,7 +41,8 @@ class ReviewServer:
         state: the review.
         config: the configuration the quarantine action prunes with.
         quarantine: the quarantine folder the page proposes.
-        host: address to listen on (loopback unless told otherwise).
+        host: address to listen on (loopback unless told otherwise). Requests must name this address or
+            a loopback one in their ``Host`` header, except for a wildcard (``0.0.0.0``, ``::``).
         port: port; 0 = a free one.
         token: the access token (a fresh random one when omitted).
 
@@ -73,9 +74,14 @@ class ReviewServer:
         self.host = host
         self.port = int(self.socket.getsockname()[1])
         shown = f"[{host}]" if ":" in host else host
-        hosts = [f"{shown}:{self.port}"]
-        if is_loopback(host):
-            hosts += [f"127.0.0.1:{self.port}", f"localhost:{self.port}", f"[::1]:{self.port}"]
+        hosts = [
+            f"{shown}:{self.port}",
+            f"127.0.0.1:{self.port}",
+            f"localhost:{self.port}",
+            f"[::1]:{self.port}",
+        ]
+        if host in ("0.0.0.0", "::"):  # every address of the machine: any Host header can be right
+            hosts = []
         self.app = create_app(state, token=self.token, config=config, quarantine=quarantine, hosts=hosts)
         self._server: Any = None
         self._thread: threading.Thread | None = None
