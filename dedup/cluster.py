@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from dedup.embeddings import TOLERANCE, Embeddings
+from dedup.ignore import PairMask, keep_apart
 from dedup.keep import HasImageFacts, choose_keep
 
 # (members, keep) -> (similarity, mirrored, linked) of each member to the kept image; see form_groups.
@@ -89,6 +90,8 @@ def form_groups(
     policy: str,
     link: LinkFn | None = None,
     progress: ProgressFn | None = None,
+    reference: Sequence[str] = (),
+    apart: PairMask | None = None,
 ) -> tuple[list[Group], int]:
     """Turn DBSCAN labels into groups whose every member is within ``threshold`` of the kept image.
 
@@ -109,6 +112,9 @@ def form_groups(
             verifies each member against the kept image): ``link(members, keep)`` returns each member's
             similarity and mirror flag to the kept image and whether it stays (``linked``).
         progress: optional callback ``("cluster", clusters done, DBSCAN clusters)``.
+        reference: folders whose images are kept when a group has any (:func:`dedup.keep.choose_keep`).
+        apart: pairs that must never share a group (the ignore list): members that form such a pair with
+            a member that stays are split off too (:func:`dedup.ignore.keep_apart`), whatever links them.
 
     Returns:
         ``(groups, chain_splits)``: groups sorted by size (largest first, then by kept path), and the number
@@ -129,7 +135,7 @@ def form_groups(
             members = pending.pop()
             if len(members) < 2:
                 continue
-            keep = members[choose_keep([images[i] for i in members], policy)]
+            keep = members[choose_keep([images[i] for i in members], policy, reference)]
             if link is None:
                 sims, flips = embeddings.similarity(np.asarray(members), np.full(len(members), keep))
                 close = (sims >= threshold - TOLERANCE) | (np.asarray(members) == keep)
@@ -137,6 +143,12 @@ def form_groups(
                 sims, flips, close = link(np.asarray(members), keep)
             inside = [m for m, c in zip(members, close.tolist(), strict=True) if c]
             outside = [m for m, c in zip(members, close.tolist(), strict=True) if not c]
+            if apart is not None and len(inside) > 1:
+                order = sorted(range(len(inside)), key=lambda j: -float(sims[close][j]))
+                _, go = keep_apart([inside[j] for j in order], keep, apart)
+                close = close & ~np.isin(np.asarray(members), go)
+                inside = [m for m in inside if m not in go]
+                outside += go
             if outside:
                 splits += len(outside)
                 pending.extend(_components(graph, outside))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,27 @@ def _check_auto_bool(key: str, value: Any) -> bool | str:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise ConfigError(f"{key}: {value!r} is not allowed; allowed values: auto, true, false")
+
+
+def _check_folders(key: str, value: Any) -> tuple[str, ...]:
+    """A list of folders (a single string is one folder), made absolute; ``[]`` for none."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, Path)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, Path)) and str(v) for v in value):
+        raise ConfigError(f"{key}: expected a list of folders, got {value!r}")
+    return tuple(os.path.normpath(os.path.abspath(os.path.expanduser(str(v)))) for v in value)
+
+
+def _check_across(key: str, value: Any) -> tuple[str, ...]:
+    """``[]`` or exactly two folders A, B (made absolute)."""
+    folders = _check_folders(key, value)
+    if folders and len(folders) != 2:
+        raise ConfigError(f"{key}: expected two folders (A and B) or none, got {len(folders)}")
+    if folders and folders[0] == folders[1]:
+        raise ConfigError(f"{key}: A and B are the same folder {folders[0]}")
+    return folders
 
 
 def _opt(
@@ -193,6 +215,12 @@ class ClusterConfig:
     min_samples: int = _opt(
         2, "DBSCAN min_samples: images (itself included) needed to seed a group", lo=2, hi=C_INT_MAX
     )
+    across: tuple[str, ...] = _opt(
+        (),
+        "two folders A, B: only pairs of an image under A with one under B are duplicates (train/test "
+        "leakage); A's images are kept like a reference folder's; [] = all pairs",
+        check=_check_across,
+    )
 
 
 @dataclass(frozen=True)
@@ -250,9 +278,15 @@ class VerifyConfig:
 @dataclass(frozen=True)
 class KeepConfig:
     policy: str = _opt(
-        "resolution",
-        "which image of a group is kept",
+        "best",
+        "which image of a group is kept: best = most pixels, then colour, then lossless or higher JPEG "
+        "quality, then larger file, then not a derived copy",
         choices=KEEP_POLICIES,
+    )
+    reference: tuple[str, ...] = _opt(
+        (),
+        "folders whose images are always the kept ones and are never moved or deleted (scanned too)",
+        check=_check_folders,
     )
 
 
@@ -302,6 +336,15 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class IgnoreConfig:
+    file: str = _opt(
+        "auto",
+        "the ignore list of 'not a duplicate' pairs (JSON lines) that scans honour; auto = "
+        "$XDG_STATE_HOME/dedup/ignore.jsonl or ~/.local/state/dedup/ignore.jsonl; none = no ignore list",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     discover: DiscoverConfig = field(default_factory=DiscoverConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -312,10 +355,14 @@ class Config:
     keep: KeepConfig = field(default_factory=KeepConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    ignore: IgnoreConfig = field(default_factory=IgnoreConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The configuration as plain nested dicts (the shape of the YAML file)."""
-        return dataclasses.asdict(self)
+        """The configuration as plain nested dicts (the shape of the YAML file; folder lists as lists)."""
+        return {
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+            for name, section in dataclasses.asdict(self).items()
+        }
 
 
 _SECTION_TYPES: dict[str, type] = {
@@ -328,6 +375,7 @@ _SECTION_TYPES: dict[str, type] = {
     "keep": KeepConfig,
     "group": GroupConfig,
     "cache": CacheConfig,
+    "ignore": IgnoreConfig,
 }
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dedup.across import reference_folders, scan_roots
 from dedup.actions import (
     ApplyResult,
     Plan,
@@ -149,7 +150,9 @@ def prune(
     if not dry_run:
         check_writable(to if to is not None else default_state_dir())
     report, result = _source(paths, from_report, config, to, progress=progress, warn=warn)
-    plan = plan_prune(report, to=to, delete=delete, keep_policy=keep_policy)
+    plan = plan_prune(
+        report, to=to, delete=delete, keep_policy=keep_policy, reference=reference_folders(config)
+    )
     settle_earlier(plan)
     outcome = Outcome(report, plan, result)
     if dry_run:
@@ -195,7 +198,9 @@ def group(
             raise InputError("--names names the folders of --method agglomerative or kmeans")
         destinations = check_group_reports(reports, to, dry_run=dry_run)
         report, result = _source(paths, from_report, config, to, progress=progress, warn=warn)
-        plan = plan_group(report, to=to, mode=mode, only_duplicates=only_duplicates)
+        plan = plan_group(
+            report, to=to, mode=mode, only_duplicates=only_duplicates, reference=reference_folders(config)
+        )
         settle_earlier(plan)
         outcome = Outcome(report, plan, result)
     else:
@@ -217,7 +222,9 @@ def group(
         notes: list[str] = []
         if cluster_names is not None:
             report, notes = with_names(report, cluster_names)
-        plan = plan_group(report, to=to, mode=mode, only_duplicates=only_duplicates)
+        plan = plan_group(
+            report, to=to, mode=mode, only_duplicates=only_duplicates, reference=reference_folders(config)
+        )
         plan.notes[:0] = notes
         outcome = Outcome(report, plan, result)
         if not dry_run:
@@ -266,7 +273,8 @@ def _source(
     fresh scan of ``paths`` that skips the output folder ``to``."""
     if from_report is not None:
         report = load_report(Path(from_report))
-        given = sorted(os.path.abspath(p) for p in paths or [])
+        given = sorted(os.path.abspath(p) for p in scan_roots([Path(p) for p in paths or []], config))
+        given = given if paths else []
         if given and given != sorted(os.path.abspath(p) for p in report.paths):
             raise InputError(
                 f"report {from_report} scanned {', '.join(report.paths)}, not "

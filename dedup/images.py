@@ -139,6 +139,9 @@ class ImageRecord:
         mtime: modification time, seconds since the epoch.
         width: width in pixels after EXIF orientation (full size, even if decoded in draft mode).
         height: height in pixels after EXIF orientation.
+        format, quality, lossless, derived, grayscale, recompressed: the file's
+            :class:`dedup.facts.ImageFacts` (for the keep policy ``best``); read by the scan for the images
+            in a duplicate group, None otherwise.
     """
 
     path: str
@@ -146,6 +149,12 @@ class ImageRecord:
     mtime: float
     width: int
     height: int
+    format: str | None = None
+    quality: int | None = None
+    lossless: bool | None = None
+    derived: bool | None = None
+    grayscale: bool | None = None
+    recompressed: bool | None = None
 
 
 # --------------------------------------------------------------------------------------------- opening

@@ -10,13 +10,15 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from dedup.across import pair_mask as across_mask
+from dedup.across import reference_folders, scan_roots
 from dedup.cache import VerifyCache, extractor_identity, file_key, opened_verify
 from dedup.cache import opened as opened_cache
 from dedup.cluster import Group, dbscan_labels, form_groups
@@ -24,7 +26,9 @@ from dedup.config import AUTO, Config
 from dedup.embeddings import Embeddings, to_distance
 from dedup.errors import ConfigError, InputError
 from dedup.extract import ExtractStats, FeatureSet, cache_identity, collect_features, extract_features
+from dedup.facts import read_all as read_facts
 from dedup.features import Extractor
+from dedup.ignore import PairMask, either, scan_rules
 from dedup.images import ImageFile, ImageRecord, Skipped, stat_root
 from dedup.index import EXACT_MAX, build_index, neighbour_graph
 from dedup.partition import Clustering, cluster_embeddings
@@ -103,6 +107,24 @@ class ScanResult:
                 zero |= ~np.any(emb.vectors, axis=1)
         return np.flatnonzero(zero).tolist()
 
+    def __repr__(self) -> str:
+        return (
+            f"ScanResult({len(self.groups)} groups, {self.duplicates} duplicates of {len(self.images)} "
+            f"images, {len(self.skipped)} skipped; {self.extractor.get('name')})"
+        )
+
+    def _repr_html_(self) -> str:
+        """The compact HTML summary a notebook shows (see :meth:`dedup.report.Report._repr_html_`)."""
+        from dedup.report.schema import from_result
+
+        return from_result(self)._repr_html_()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per group member, for ``pandas.DataFrame(result.rows())``."""
+        from dedup.report.schema import from_result
+
+        return from_result(self).rows()
+
     @property
     def duplicates(self) -> int:
         """Images that could go: every group member except the kept one."""
@@ -140,13 +162,15 @@ def find_duplicates(
         WeightsError: model weights cannot be obtained and no fallback is allowed.
     """
     config = config or Config()
-    feats = collect_features(paths, config, exclude=exclude, progress=progress, warn=warn)
+    roots = scan_roots(paths, config)  # with the reference and --across folders
+    feats = collect_features(roots, config, exclude=exclude, progress=progress, warn=warn)
     extractors, images = feats.extractors, feats.images
     seconds = dict(feats.seconds)
     verify = verification_enabled(config, extractors)
     thresholds = {e.name: thresholds_for(e, config) for e in extractors}
+    ignored = scan_rules(images, config, warn)
     with opened_verify(config.cache, warn) if verify else nullcontext() as verify_cache:
-        verifier, groups, splits = _groups(
+        verifier, groups, splits, images = _groups(
             images,
             extractors,
             feats.all_embeddings,
@@ -156,9 +180,11 @@ def find_duplicates(
             seconds,
             progress=progress,
             cache=verify_cache,
+            blocked=either(ignored, across_mask(images, config)),
+            apart=ignored,
         )
     return ScanResult(
-        paths=[os.path.abspath(p) for p in paths],
+        paths=[os.path.abspath(p) for p in roots],
         images=images,
         embeddings=feats.embeddings,
         skipped=feats.skipped,
@@ -208,14 +234,18 @@ def _groups(
     *,
     progress: ProgressFn | None,
     cache: VerifyCache | None,
-) -> tuple[Verifier, list[Group], int]:
+    blocked: PairMask | None = None,
+    apart: PairMask | None = None,
+) -> tuple[Verifier, list[Group], int, list[ImageRecord]]:
     """Candidates from every extractor's neighbour graph, decided by a :class:`Verifier`, then grouped.
 
     Each extractor proposes the pairs within its own candidate threshold (its plain threshold when
     verification is off); the union is decided most promising first within ``verify.budget``
     (:meth:`Verifier.decide_candidates`), DBSCAN runs on the resulting duplicate graph and the chaining
     guard keeps only members linked to their kept image. A single extractor without verification is the
-    same path: its pairs within the threshold are edges.
+    same path: its pairs within the threshold are edges. ``blocked`` pairs are never edges, ``apart``
+    pairs never share a group (:mod:`dedup.ignore`). The images that end up in a group come back with their
+    :mod:`dedup.facts` (for the keep policy).
     """
     n = len(images)
     t0 = time.perf_counter()
@@ -258,6 +288,7 @@ def _groups(
         config=config.verify,
         cache=cache,
         workers=workers,
+        blocked=blocked,
     )
     verifier.decide_candidates(candidates, budget=config.verify.budget, progress=progress)
     graph = verifier.graph(n)
@@ -266,6 +297,11 @@ def _groups(
 
     t0 = time.perf_counter()
     labels = dbscan_labels(graph, eps=GRAPH_EPS, min_samples=config.cluster.min_samples)
+    grouped = np.flatnonzero(labels >= 0).tolist()
+    facts_found = read_facts([images[i].path for i in grouped], max_pixels=config.decode.max_pixels)
+    images = list(images)
+    for i, facts in zip(grouped, facts_found, strict=True):
+        images[i] = replace(images[i], **asdict(facts))
     threshold = thresholds[extractors[0].name].plain
     groups, splits = form_groups(
         labels,
@@ -276,9 +312,11 @@ def _groups(
         policy=config.keep.policy,
         link=verifier.link,
         progress=progress,
+        reference=reference_folders(config),
+        apart=apart,
     )
     seconds["cluster"] = time.perf_counter() - t0
-    return verifier, groups, splits
+    return verifier, groups, splits, images
 
 
 def _candidates_key(extractor: Extractor, config: Config, eps: float, files: str) -> str:

@@ -47,6 +47,8 @@ from dedup.images import open_image
 from dedup.keep import HasImageFacts
 
 ProgressFn = Callable[[str, int, "int | None"], None]
+# A pair's keypoint check: (inliers, coverage, matched as mirror images, rotation in degrees or None).
+Outcome = tuple[int, float, bool, "int | None"]
 
 # Bump when keypoint computation changes in a way that changes the keypoints (cache identity).
 KEYPOINT_PREPROCESSING = "sift/gray-lanczos-to-side-enlarge-2/uint8/v3"
@@ -379,6 +381,10 @@ class PairEvidence:
         reason: ``verified`` (enough inliers), ``similar`` (a sure/plain threshold reached) or ``rejected``.
         coverage: inliers / keypoints in the images' overlap (see :attr:`Match.coverage`), or None when
             not verified.
+        rotation: degrees (-180..180] the keypoint transform turns the first image by, or None when not
+            verified.
+
+    ``reason`` is ``ignored`` for a pair that may never be an edge (the ignore list, ``--across``).
     """
 
     similarities: dict[str, float]
@@ -388,6 +394,7 @@ class PairEvidence:
     edge: bool
     reason: str
     coverage: float | None = None
+    rotation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -441,6 +448,8 @@ class Verifier:
         config: the ``verify`` parameters.
         cache: the persistent cache of pair outcomes (:class:`dedup.cache.VerifyCache`), or None.
         workers: worker threads for keypoint matching.
+        blocked: pairs that are never edges (``blocked(a, b)`` -> bool array; see :mod:`dedup.ignore`):
+            decided ``ignored`` without verification.
 
     Attributes:
         stats: counts of this run's work (``sure``, ``matched``: pairs checked with SIFT, ``reused``: pair
@@ -455,6 +464,7 @@ class Verifier:
     config: VerifyConfig
     cache: VerifyCache | None = None
     workers: int = 1
+    blocked: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     evidence: dict[tuple[int, int], PairEvidence] = field(default_factory=dict)
     stats: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
@@ -478,9 +488,9 @@ class Verifier:
         """Whether a keypoint match verifies a pair: enough inliers, covering enough of the overlap."""
         return match.inliers >= self.config.min_inliers and match.coverage >= self.config.min_coverage
 
-    def _verify_pair(self, i: int, j: int) -> tuple[int, float, bool]:
-        """``(inliers, coverage, mirrored)``: keypoints of i against those of j, or, if that does not verify
-        the pair, against those of j's mirror image (the better of the two)."""
+    def _verify_pair(self, i: int, j: int) -> Outcome:
+        """``(inliers, coverage, mirrored, rotation)``: keypoints of i against those of j, or, if that does
+        not verify the pair, against those of j's mirror image (the better of the two)."""
         if self.store is None:
             raise RuntimeError("a Verifier that verifies needs a KeypointStore")
         cfg = self.config
@@ -493,7 +503,7 @@ class Verifier:
             )
             if self.passes(mirror) or mirror.inliers > direct.inliers:
                 best, flipped = mirror, True
-        return best.inliers, round(best.coverage, 4), flipped
+        return best.inliers, round(best.coverage, 4), flipped, _rotation(best.transform)
 
     def evaluate(
         self, pairs: np.ndarray, *, workers: int | None = None, progress: ProgressFn | None = None
@@ -549,9 +559,12 @@ class Verifier:
             similarities = {n: round(float(sims[e, k]), 6) for e, n in enumerate(self.names)}
             return similarities, tuple(n for e, n in enumerate(self.names) if proposed[e, k])
 
+        off = self.blocked(a, b) if self.blocked is not None else np.zeros(len(todo), dtype=bool)
         need = []
         for k in range(len(todo)):
-            if not self.verify:
+            if off[k]:
+                record(k, PairEvidence(*facts(k), bool(flips[k]), None, False, "ignored"))
+            elif not self.verify:
                 record(
                     k, PairEvidence(*facts(k), bool(flips[k]), None, bool(is_plain[k]), _plain(is_plain[k]))
                 )
@@ -565,13 +578,12 @@ class Verifier:
         scores = promise(sims[:, need], self.thresholds)
         order = [need[p] for p in sorted(range(len(need)), key=lambda p: (-scores[p], todo[need[p]]))]
 
-        def outcome(k: int, result: tuple[int, float, bool]) -> None:
-            inliers, coverage, flipped = result
+        def outcome(k: int, result: Outcome) -> None:
+            inliers, coverage, flipped, rotation = result
             ok = inliers >= self.config.min_inliers and coverage >= self.config.min_coverage
+            mirrored = flipped if ok else bool(flips[k])
             reason = "verified" if ok else "rejected"
-            record(
-                k, PairEvidence(*facts(k), flipped if ok else bool(flips[k]), inliers, ok, reason, coverage)
-            )
+            record(k, PairEvidence(*facts(k), mirrored, inliers, ok, reason, coverage, rotation))
 
         joined = _UnionFind()
         if budget is not None:
@@ -617,7 +629,7 @@ class Verifier:
         self,
         wave: list[int],
         todo: list[tuple[int, int]],
-        outcome: Callable[[int, tuple[int, float, bool]], None],
+        outcome: Callable[[int, Outcome], None],
     ) -> None:
         """Check the pairs ``wave`` (positions in ``todo``): stored outcomes first, then keypoints of the
         images still needed (in threads), then the matching (in threads)."""
@@ -653,7 +665,7 @@ class Verifier:
             raise RuntimeError("a Verifier that verifies needs a KeypointStore")
         store.prefetch([i for k in fresh for i in todo[k]])
 
-        def check(k: int) -> tuple[int, tuple[int, float, bool]]:
+        def check(k: int) -> tuple[int, Outcome]:
             return k, self._verify_pair(*todo[k])
 
         with (
@@ -726,16 +738,17 @@ def _plain(edge: bool) -> str:
     return "similar" if edge else "rejected"
 
 
-def _format_outcome(result: tuple[int, float, bool]) -> str:
-    inliers, coverage, flipped = result
-    return json.dumps({"inliers": inliers, "coverage": coverage, "mirrored": flipped}, separators=(",", ":"))
+def _format_outcome(result: Outcome) -> str:
+    inliers, coverage, flipped, rotation = result
+    record = {"inliers": inliers, "coverage": coverage, "mirrored": flipped, "rotation": rotation}
+    return json.dumps(record, separators=(",", ":"))
 
 
-def _parse_outcome(text: str) -> tuple[int, float, bool] | None:
+def _parse_outcome(text: str) -> Outcome | None:
     """A stored outcome, or None when it does not read as one (treated as a miss)."""
     try:
         d = json.loads(text)
-        inliers, coverage, flipped = d["inliers"], d["coverage"], d["mirrored"]
+        inliers, coverage, flipped, rotation = d["inliers"], d["coverage"], d["mirrored"], d["rotation"]
     except (ValueError, KeyError, TypeError):
         return None
     if (
@@ -744,7 +757,17 @@ def _parse_outcome(text: str) -> tuple[int, float, bool] | None:
         or not isinstance(flipped, bool)
     ):
         return None
-    return inliers, float(coverage), flipped
+    if rotation is not None and not isinstance(rotation, int):
+        return None
+    return inliers, float(coverage), flipped, rotation
+
+
+def _rotation(transform: np.ndarray | None) -> int | None:
+    """Whole degrees (-180..180] a 2x3 similarity transform rotates by (None without a transform)."""
+    if transform is None:
+        return None
+    degrees = int(round(float(np.degrees(np.arctan2(transform[1, 0], transform[0, 0])))))
+    return 180 if degrees == -180 else degrees
 
 
 class _UnionFind:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from helpers import CHROMEDRIVER, CHROMIUM, skip_or_fail_without_browser
 from imagegen import write_dataset, write_families
 
 
@@ -20,10 +21,19 @@ def dataset(tmp_path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """Keep the tests' feature caches out of the user's ~/.cache (XDG_CACHE_HOME is read at call time)."""
+    """Keep the tests' feature caches out of the user's ~/.cache and their ignore lists and manifests out of
+    ~/.local/state (XDG_CACHE_HOME and XDG_STATE_HOME are read at call time)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        mp.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test starts with its own, empty state folder (outside its tmp_path): an ignore list one test
+    writes never changes what another test's scans group."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +66,43 @@ def families(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     """Photos of three planted families (sizes 6, 5, 4) in ``tmp_path / "photos"``, and path -> family."""
     root = tmp_path / "photos"
     return root, write_families(root)
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Headless Chromium via selenium and the system chromedriver; nothing is downloaded.
+
+    Skips when Chromium, chromedriver or selenium is missing on a developer machine; with CI=true a
+    missing browser is a failure (``.ci/run`` installs it). Console messages are logged (see
+    :func:`helpers.console_errors`).
+    """
+    skip_or_fail_without_browser(CHROMIUM, CHROMEDRIVER)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never try to download anything
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(120)
+    driver.set_script_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

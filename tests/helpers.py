@@ -13,6 +13,32 @@ from typing import Any
 
 #: The project's root folder (where pyproject.toml is).
 ROOT = Path(__file__).resolve().parents[1]
+#: The system Chromium and chromedriver the browser tests drive (nothing is downloaded).
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def skip_or_fail_without_browser(chromium: str = CHROMIUM, chromedriver: str = CHROMEDRIVER) -> None:
+    """Skip (developer machine) or fail (``CI=true``) when Chromium, chromedriver or selenium is missing."""
+    import pytest
+
+    missing = [p for p in (chromium, chromedriver) if not os.access(p, os.X_OK)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (pip install -e '.[dev]')")
+    if missing:
+        message = (
+            f"headless browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def console_errors(driver: Any) -> list[str]:
+    """The browser console's errors so far (selenium driver with ``goog:loggingPrefs``)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 
 
 def tree_state(root: Path) -> dict[str, tuple[str, str]]:

@@ -53,7 +53,7 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
         ({"index.n_tree": 3}, "unknown config key index.n_tree"),
         ({"indexes.n_trees": 3}, "unknown config section 'indexes'"),
         ({"discover.recursive": "yes"}, "discover.recursive: expected true or false"),
-        ({"keep.policy": "biggest"}, "allowed values: resolution, filesize, oldest, newest, path"),
+        ({"keep.policy": "biggest"}, "allowed values: best, resolution, filesize, oldest, newest, path"),
     ],
 )
 def test_bad_values_name_the_key_and_allowed_values(overrides, needle):

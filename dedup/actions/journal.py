@@ -18,7 +18,7 @@ from typing import Any
 from dedup.actions.paths import free_name, path_text
 from dedup.actions.plan import MANIFEST_VERSION, MISSING_REASON, Operation, Plan, SkippedItem
 from dedup.errors import ActionError
-from dedup.report.schema import json_text
+from dedup.report.wording import json_text
 
 try:
     import fcntl

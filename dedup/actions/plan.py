@@ -27,7 +27,7 @@ from dedup.actions.paths import (
 )
 from dedup.errors import ActionError
 from dedup.images import image_problem
-from dedup.keep import check_policy, choose_keep
+from dedup.keep import check_policy, choose_keep, in_reference
 from dedup.report.schema import Report, ReportImage, ReportMember, cluster_folders
 
 #: Version of the plan record and of the manifest that journals it (dedup.actions.journal).
@@ -301,6 +301,7 @@ def plan_prune(
     to: str | os.PathLike[str] | None,
     delete: bool = False,
     keep_policy: str | None = None,
+    reference: Sequence[str] = (),
 ) -> Plan:
     """Plan moving (``to``) or deleting (``delete``) every non-kept member of every group.
 
@@ -319,6 +320,9 @@ def plan_prune(
     - A member missing, not an image file, changed (size or mtime differ from the report, or are not
       given) or outside the scanned roots is skipped with its reason.
     - The scanned roots are the report's ``paths``; the filesystem root and system folders are refused.
+    - An image under a reference folder (``reference``, plus the report's own :attr:`Report.reference`)
+      is never planned for removal: it is kept like the kept image (listed in ``kept``), and a re-chosen
+      kept image is a reference image whenever the group has one.
 
     Args:
         report: the scan report; uses ``paths`` and ``groups``.
@@ -326,6 +330,7 @@ def plan_prune(
         delete: delete instead of moving (irreversible).
         keep_policy: re-choose the kept image with this policy when it differs from the report's; ``None``
             keeps the report's choice (including a hand-edited ``keep``).
+        reference: folders whose images are never removed (besides the report's own).
 
     Returns:
         The :class:`Plan`; nothing on disk is modified.
@@ -345,6 +350,7 @@ def plan_prune(
     groups = _report_groups(report)
     disk = _Disk(roots)
     plan = Plan("prune", "delete" if delete else "move", roots, dest)
+    folders = tuple(dict.fromkeys([*report.reference, *(absolute(r) for r in reference)]))
 
     # Pass 1: the kept image of each group, and whether the group can be acted on at all.
     chosen: dict[int, str] = {}
@@ -352,7 +358,7 @@ def plan_prune(
     for gid, keep, members in groups:
         if rechoose and keep_policy is not None:
             usable = [m for m in members if disk.problem(m) is None]
-            keep = usable[_choose(usable, keep_policy)].path if usable else keep
+            keep = usable[_choose(usable, keep_policy, folders)].path if usable else keep
         listed = next((m for m in members if m.path == keep), None)
         problem = disk.problem(listed) if listed is not None else "not one of the group's members"
         chosen[gid], usable_group[gid] = keep, problem is None
@@ -382,6 +388,10 @@ def plan_prune(
         for m in sorted(members, key=lambda m: m.path):
             path = m.path
             if path == keep_ok:
+                continue
+            if in_reference(path, folders):
+                if path not in plan.kept:
+                    plan.kept.append(path)
                 continue
             if path in planned:
                 plan.notes.append(f"{path} is listed in groups {planned[path]} and {gid}; handled once")
@@ -421,6 +431,7 @@ def plan_group(
     to: str | os.PathLike[str],
     mode: str = "copy",
     only_duplicates: bool = False,
+    reference: Sequence[str] = (),
 ) -> Plan:
     """Plan sorting images into one folder per group, plus ``unique/`` for images in no group.
 
@@ -438,6 +449,9 @@ def plan_group(
         to: output folder; must not be, or contain, a scanned root.
         mode: ``copy`` (default), ``move``, or ``link`` (symbolic links to the originals).
         only_duplicates: leave images in no group alone (no ``unique/``).
+        reference: folders whose images are never moved (besides the report's own
+            :attr:`Report.reference`): with ``mode="move"`` they stay where they are (a note says how
+            many); copies and links of them are made as usual.
 
     Every file must pass the checks of :func:`plan_prune` (an image under the scanned roots, with the
     report's size and modification time); the others are skipped with their reason.
@@ -454,11 +468,17 @@ def plan_group(
     plan = Plan("group", mode, roots, dest)
     taken: set[str] = set()
     placed: dict[str, int] = {}
+    reference_dirs = tuple(dict.fromkeys([*report.reference, *(absolute(r) for r in reference)]))
+    stayed: list[str] = []
 
     def add(member: _Facts, dst: str, gid: int | None) -> None:
         path = member.path
         if path in placed:
             plan.notes.append(f"{path} is listed in group {placed[path]} and again; placed once")
+            return
+        if mode == "move" and in_reference(path, reference_dirs):
+            if path not in stayed:
+                stayed.append(path)
             return
         problem = disk.problem(member)
         if problem is None and within(path, dest):
@@ -484,6 +504,7 @@ def plan_group(
                 image = facts.get(p)
                 item = ReportImage(p) if image is None else replace(image, path=p)
                 add(item, os.path.join(dest, folder, os.path.basename(p)), cluster.id)
+        _note_stayed(plan, stayed)
         return plan
 
     width = max(4, len(str(len(groups))))
@@ -512,22 +533,38 @@ def plan_group(
                     plan.skipped.append(SkippedItem(p, OUTSIDE_REASON, None))
                     continue
                 add(im, os.path.join(dest, "unique", os.path.relpath(p, root)), None)
+    _note_stayed(plan, stayed)
     return plan
 
 
-def _choose(members: Sequence[ReportMember], policy: str) -> int:
+def _note_stayed(plan: Plan, stayed: Sequence[str]) -> None:
+    if stayed:
+        plan.notes.append(
+            f"{len(stayed)} images in reference folders stay where they are (never moved), e.g. {stayed[0]}"
+        )
+
+
+def _choose(members: Sequence[ReportMember], policy: str, reference: Sequence[str] = ()) -> int:
     """:func:`dedup.keep.choose_keep` over report members, which must carry bytes, width and height."""
     lacking = [m.path for m in members if m.bytes is None or m.width is None or m.height is None]
     if lacking:
         raise ActionError(
             f"report member {lacking[0]} lacks bytes/width/height; cannot choose the kept image"
         )
-    return choose_keep([_Kept(m) for m in members], policy)
+    return choose_keep([KeptView(m) for m in members], policy, reference)
 
 
-class _Kept:
-    """A report member seen through :class:`dedup.keep.HasImageFacts` (missing mtime counts as 0)."""
+class KeptView:
+    """A report member seen through :class:`dedup.keep.HasImageFacts` (missing mtime counts as 0; the
+    :mod:`dedup.facts` fields as the report has them)."""
 
     def __init__(self, m: ReportMember) -> None:
         self.path, self.size, self.mtime = m.path, m.bytes or 0, m.mtime or 0.0
         self.width, self.height = m.width or 0, m.height or 0
+        self.quality, self.lossless, self.derived, self.grayscale = (
+            m.quality,
+            m.lossless,
+            m.derived,
+            m.grayscale,
+        )
+        self.recompressed = m.recompressed

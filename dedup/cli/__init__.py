@@ -1,7 +1,8 @@
 """The ``dedup`` command line: parse, call the library once, render with rich, map errors to exit codes.
 
 One module per command family (Typer's ``add_typer``): :mod:`~dedup.cli.scan`, :mod:`~dedup.cli.curate`
-(prune, group, undo), :mod:`~dedup.cli.explore` (similar, evaluate, tune), :mod:`~dedup.cli.cache`;
+(prune, group, undo), :mod:`~dedup.cli.explore` (similar, evaluate, tune), :mod:`~dedup.cli.cache`,
+:mod:`~dedup.cli.ignore`, :mod:`~dedup.cli.review`;
 what they share is in :mod:`~dedup.cli.common`.
 
 Exit codes: 0 success (duplicates or not), 1 bad input / failed operation (one ``Error: ...`` line on
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 
 from dedup import __version__
-from dedup.cli import cache, curate, explore, scan
+from dedup.cli import cache, curate, explore, ignore, review, scan
 from dedup.cli.common import quiet_pillow, quiet_tensorflow, safe_streams
 
 app = typer.Typer(
@@ -29,7 +30,9 @@ app = typer.Typer(
 app.add_typer(scan.app)
 app.add_typer(curate.app)
 app.add_typer(explore.app)
+app.add_typer(review.app)
 app.add_typer(cache.app, name="cache")
+app.add_typer(ignore.app, name="ignore")
 
 
 def _version(value: bool) -> None:

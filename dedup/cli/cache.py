@@ -11,10 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from dedup.cli.common import ConfigOpt, build_config, errors, stdout
-from dedup.report.schema import human_bytes
+from dedup.report.wording import human_bytes
 
 app = typer.Typer(
-    help="Inspect or empty the persistent feature cache.", no_args_is_help=True, rich_markup_mode="rich"
+    help="Inspect or empty the persistent feature cache.\n\nExample: dedup cache info",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
 )
 
 

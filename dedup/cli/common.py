@@ -31,25 +31,11 @@ from rich.progress import (
 
 from dedup.config import Config, load_config
 from dedup.errors import DedupError
-from dedup.report.schema import display_text
+from dedup.progress import PHASES
+from dedup.report.wording import display_text
 
 stdout = Console()
 stderr = Console(stderr=True)
-
-PHASES = {
-    "discover": "Discovering files",
-    "extract": "Decoding + extracting",
-    "index": "Building neighbour graph",
-    "keypoints": "Computing keypoints",
-    "verify": "Verifying candidate pairs",
-    "cluster": "Clustering",
-    "map": "Laying out the map",
-    "thumbnails": "Making thumbnails",
-    "tune": "Sweeping thresholds",
-    "apply": "Applying operations",
-    "undo": "Undoing",
-    "grouping": "Clustering collection",
-}
 
 
 @contextmanager
@@ -308,7 +294,18 @@ KeepOpt = Annotated[
     str | None,
     typer.Option(
         "--keep",
-        help="Image kept per group: resolution | filesize | oldest | newest | path.",
+        help="Image kept per group: best (default: most pixels, then colour, then lossless or higher "
+        "JPEG quality, then larger file, then not an edited copy) | resolution | filesize | oldest | "
+        "newest | path.",
+        show_default=False,
+    ),
+]
+ReferenceOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--reference",
+        help="Folder whose images are always the kept ones and are never moved or deleted (repeatable; "
+        "scanned too).",
         show_default=False,
     ),
 ]
@@ -344,6 +341,7 @@ def scan_overrides(
     keep: str | None,
     recursive: bool | None,
     include_hidden: bool | None,
+    reference: Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """The config overrides given by the flags every scanning command shares."""
     return {
@@ -351,6 +349,7 @@ def scan_overrides(
         "features.extractor": features,
         "features.weights": weights,
         "keep.policy": keep,
+        "keep.reference": [str(r) for r in reference] if reference else None,
         "discover.recursive": recursive,
         "discover.include_hidden": include_hidden,
     }

@@ -23,6 +23,7 @@ from dedup.cli.common import (
     NoCacheOpt,
     ProgressReporter,
     RecursiveOpt,
+    ReferenceOpt,
     ThresholdOpt,
     ToOpt,
     WeightsOpt,
@@ -38,7 +39,8 @@ from dedup.cli.common import (
     warn,
 )
 from dedup.errors import InputError
-from dedup.report.schema import Report, cluster_folders, display_text, extractor_label, human_bytes, json_text
+from dedup.report.schema import Report, cluster_folders
+from dedup.report.wording import display_text, extractor_label, human_bytes, json_text
 
 if TYPE_CHECKING:
     from dedup.actions import Plan
@@ -67,13 +69,17 @@ def prune(
     recursive: RecursiveOpt = None,
     include_hidden: HiddenOpt = None,
     no_cache: NoCacheOpt = False,
+    reference: ReferenceOpt = None,
 ) -> None:
     """Keep one image per duplicate group; move the others to a quarantine folder (or delete them).
 
     Quarantined files mirror their path relative to the scanned folder; every change is journaled in a
-    manifest inside the quarantine folder, and `dedup undo MANIFEST` puts everything back.
+    manifest inside the quarantine folder, and `dedup undo MANIFEST` puts everything back. Images under a
+    --reference folder are never moved or deleted.
 
     Example: dedup prune ~/photos --to ~/photos-quarantine --dry-run
+
+    Example: dedup prune --from-report review.reviewed.json --to ~/photos-quarantine
     """
     from dedup import curate
 
@@ -108,7 +114,7 @@ def prune(
         cfg = build_config(
             config,
             {
-                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden),
+                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden, reference),
                 **cache_overrides(no_cache),
             },
         )
@@ -212,6 +218,7 @@ def group(
         ),
     ] = None,
     no_cache: NoCacheOpt = False,
+    reference: ReferenceOpt = None,
 ) -> None:
     """Sort images into one folder per duplicate group (group-0001/ is the largest), plus unique/ -- or,
     with --method agglomerative|kmeans, every image into a cluster folder (cluster-0001/ is the largest),
@@ -232,7 +239,7 @@ def group(
     if not paths and from_report is None:
         raise usage_error("give the folders to scan, or --from-report REPORT.json", "PATH")
     with errors():
-        overrides = scan_overrides(threshold, features, weights, keep, recursive, include_hidden)
+        overrides = scan_overrides(threshold, features, weights, keep, recursive, include_hidden, reference)
         overrides.update(
             {
                 "group.method": method,

@@ -30,7 +30,7 @@ from dedup.cli.common import (
     warn,
 )
 from dedup.errors import InputError
-from dedup.report.schema import extractor_label, human_bytes, json_text
+from dedup.report.wording import extractor_label, human_bytes, json_text
 
 app = typer.Typer()
 

@@ -19,6 +19,7 @@ from dedup.cli.common import (
     NoCacheOpt,
     ProgressReporter,
     RecursiveOpt,
+    ReferenceOpt,
     ThresholdOpt,
     WeightsOpt,
     build_config,
@@ -31,7 +32,10 @@ from dedup.cli.common import (
     stdout,
     warn,
 )
-from dedup.report.schema import Report, extractor_label, human_bytes
+from dedup.cli.review import NoBrowserOpt, serve
+from dedup.errors import InputError
+from dedup.report.schema import Report
+from dedup.report.wording import extractor_label, human_bytes
 
 app = typer.Typer()
 
@@ -39,8 +43,11 @@ app = typer.Typer()
 @app.command()
 def scan(
     paths: Annotated[
-        list[Path], typer.Argument(help="Folders and/or image files to scan.", show_default=False)
-    ],
+        list[Path] | None,
+        typer.Argument(
+            help="Folders and/or image files to scan (optional with --across).", show_default=False
+        ),
+    ] = None,
     config: ConfigOpt = None,
     threshold: ThresholdOpt = None,
     features: FeaturesOpt = None,
@@ -63,24 +70,57 @@ def scan(
     ] = False,
     top: Annotated[int, typer.Option("--top", help="Largest groups shown in the summary.", min=0)] = 10,
     no_cache: NoCacheOpt = False,
+    reference: ReferenceOpt = None,
+    across: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(
+            "--across",
+            help="Two folders A B: report only pairs of an image of A with one of B (train/test leakage), "
+            "with how many images of B have a duplicate in A; A's images are kept.",
+            show_default=False,
+        ),
+    ] = None,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review",
+            help="Then review the groups in the browser (dedup review): the JSON --report, or a report "
+            "in $XDG_STATE_HOME/dedup/reviews/ when none is given.",
+        ),
+    ] = False,
+    no_browser: NoBrowserOpt = False,
 ) -> None:
     """Report near-duplicate images (dry run: nothing is modified, moved or created except --report files).
 
     Example: dedup scan ~/photos --report duplicates.json
+
+    Example: dedup scan ~/photos --reference ~/photos/originals
+
+    Example: dedup scan --across data/train data/test --report leakage.json
+
+    Example: dedup scan ~/photos --review
     """
     from dedup import curate
     from dedup.report.files import to_json
 
+    if not paths and not across:
+        raise typer.BadParameter("give the folders to scan, or --across A B", param_hint="PATH...")
+    reports = list(report or [])
     with errors():
+        review_json = next((r for r in reports if r.suffix.lower() == ".json"), None)
+        if review and review_json is None:
+            review_json = review_report_path()
+            reports.append(review_json)
         cfg = build_config(
             config,
             {
-                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden),
+                **scan_overrides(threshold, features, weights, keep, recursive, include_hidden, reference),
                 **cache_overrides(no_cache),
+                "cluster.across": [str(a) for a in across] if across else None,
             },
         )
         with ProgressReporter(stderr) as progress:
-            outcome = curate.scan(paths, cfg, reports=report or [], progress=progress, warn=warn)
+            outcome = curate.scan(paths or [], cfg, reports=reports, progress=progress, warn=warn)
         console = stderr if json_out else stdout
         render_summary(outcome.report, console, top=top)
         src = outcome.result.sources
@@ -96,6 +136,32 @@ def scan(
         if json_out:
             sys.stdout.write(to_json(outcome.report))
             sys.stdout.flush()
+        if review and review_json is not None:
+            serve(
+                review_json,
+                config=config,
+                reference=reference,
+                output=None,
+                to=None,
+                host="127.0.0.1",
+                port=0,
+                browser=not no_browser,
+            )
+
+
+def review_report_path() -> Path:
+    """Where ``scan --review`` writes its report when no JSON ``--report`` is given:
+    ``$XDG_STATE_HOME/dedup/reviews/scan-<UTC time>.json`` (the folder is created)."""
+    from datetime import datetime, timezone
+
+    from dedup.ignore import default_path
+
+    folder = default_path().parent / "reviews"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {folder}: {e.strerror or e}") from e
+    return folder / f"scan-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
 
 
 def render_summary(report: Report, console: Console, *, top: int) -> None:
@@ -114,6 +180,9 @@ def render_summary(report: Report, console: Console, *, top: int) -> None:
     table.add_row("Duplicate images", str(stats["duplicates"]))
     table.add_row("Reclaimable", human_bytes(stats["reclaimable_bytes"]))
     table.add_row("Chain splits", str(stats["chain_splits"]))
+    across = stats.get("across")
+    if isinstance(across, dict):
+        table.add_row("Images of B with a duplicate in A", f"{across['b_with_duplicate_in_a']}")
     table.add_row("Extractor", extractor_label(report.extractor))
     params = report.params
     if params.get("verified"):
@@ -125,6 +194,18 @@ def render_summary(report: Report, console: Console, *, top: int) -> None:
     if stats["images"] + stats["skipped"] == 0:
         where = ", ".join(shown(p, None) for p in report.paths)
         console.print(f"No images found under {escape(where)}.", highlight=False, soft_wrap=True)
+    if isinstance(across, dict):
+        console.print(
+            f"Leakage: {across['b_with_duplicate_in_a']} of {across['b_images']} images of {across['b']} "
+            f"have a duplicate in {across['a']} ({across['a_images']} images); only pairs between the two "
+            "are reported.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.reference:
+        console.print(
+            f"Always kept (reference folders): {', '.join(report.reference)}", highlight=False, soft_wrap=True
+        )
     if not report.groups or top == 0:
         return
     base = common_base(report.paths)

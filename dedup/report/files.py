@@ -15,7 +15,8 @@ import numpy as np
 from dedup.config import DEFAULT_MAX_PIXELS
 from dedup.errors import InputError
 from dedup.report.html import html_thumbnail_paths, make_thumbnails, map_coordinates, to_html
-from dedup.report.schema import Report, display_text, json_text
+from dedup.report.schema import Report
+from dedup.report.wording import display_text, json_text
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
@@ -168,27 +169,48 @@ def write_clusters_csv(report: Report, path: str | Path) -> Path:
     return write_text(check_destination(path), clusters_csv(report), what="clusters file")
 
 
-def write_text(path: str | Path, text: str, *, what: str = "file") -> Path:
+def write_text(path: str | Path, text: str, *, what: str = "file", durable: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (temporary file + rename).
+
+    With ``durable`` the file's data is fsynced before the rename and the folder after it, so the new
+    content also survives a power cut (the reviewed report of ``dedup review`` is written so).
 
     Raises:
         InputError: the file cannot be written (``what`` names it in the message).
     """
     p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
     tmp = ""
     try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else "."
-        )
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, p)
+        tmp = ""
+        if durable:
+            _fsync_folder(folder)
     except OSError as e:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise InputError(f"cannot write {what} {p}: {e.strerror or e}") from e
     return p
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -8,32 +8,31 @@ The page template is ``dedup/report/templates/report.html``; :func:`to_html` fil
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from dedup.config import DEFAULT_MAX_PIXELS
 from dedup.report.schema import (
     ClusterMember,
     Report,
     ReportCluster,
+    ReportMember,
     cluster_folders,
-    extractor_label,
-    human_bytes,
 )
+from dedup.report.thumbs import THUMBNAIL_QUALITY as THUMBNAIL_QUALITY  # re-exported with the page
+from dedup.report.thumbs import THUMBNAIL_SIZE as THUMBNAIL_SIZE
+from dedup.report.thumbs import make_thumbnails as make_thumbnails
+from dedup.report.thumbs import thumbnail as thumbnail
+from dedup.report.wording import extractor_label, human_bytes
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 
-THUMBNAIL_SIZE = 160  # longest side in pixels of the thumbnails embedded in the HTML report
-THUMBNAIL_QUALITY = 70  # their JPEG quality
 PAGE_SIZE = 50  # groups per page of the HTML report
 CLUSTER_PAGE_SIZE = 20  # clusters per page of the HTML report
 CLUSTER_SAMPLE = 12  # thumbnails per cluster in the HTML report: the members nearest the cluster's centre
@@ -124,57 +123,6 @@ def _tsne(x: np.ndarray, random_state: int) -> np.ndarray:
         method="exact" if n <= TSNE_EXACT_MAX else "barnes_hut",
     )
     return np.asarray(tsne.fit_transform(x), dtype=np.float64)
-
-
-def thumbnail(path: str, *, size: int = THUMBNAIL_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """A JPEG thumbnail (longest side ``size``) of one image as base64 text, or None if it cannot be read.
-
-    Decoding goes through :func:`dedup.images.open_image` (EXIF orientation, CMYK, 16-bit, ... handled);
-    a file that vanished or broke since the scan gives None (the report shows a placeholder).
-    """
-    from PIL import Image
-
-    from dedup.errors import ImageError
-    from dedup.images import open_image
-
-    try:
-        image, _, _ = open_image(path, max_pixels=max_pixels, draft_size=size)
-        image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        image.save(buf, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
-    except (ImageError, OSError):
-        return None
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def make_thumbnails(
-    paths: Sequence[str],
-    *,
-    size: int = THUMBNAIL_SIZE,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    progress: ProgressFn | None = None,
-) -> dict[str, str | None]:
-    """:func:`thumbnail` of each path (decoded in worker threads): path -> base64 JPEG or None."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    unique = list(dict.fromkeys(paths))
-    out: dict[str, str | None] = {}
-    if progress:
-        progress("thumbnails", 0, len(unique))
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dedup-thumb") as pool:
-        for done, (path, thumb) in enumerate(
-            zip(
-                unique,
-                pool.map(lambda p: thumbnail(p, size=size, max_pixels=max_pixels), unique),
-                strict=True,
-            ),
-            start=1,
-        ):
-            out[path] = thumb
-            if progress and (done % 50 == 0 or done == len(unique)):
-                progress("thumbnails", done, len(unique))
-    return out
 
 
 def cluster_sample(cluster: ReportCluster, size: int = CLUSTER_SAMPLE) -> list[ClusterMember]:
@@ -277,6 +225,52 @@ def map_svg(report: Report, coordinates: np.ndarray | None) -> str:
     return "".join(parts)
 
 
+def member_data(member: ReportMember) -> dict[str, Any]:
+    """One group member as the pages' script reads it (:file:`templates/cards.js`): path, similarity,
+    size, pixels, mirror flag, evidence (``evidence``, ``inliers``, ``coverage``, ``proposed_by``,
+    ``rotation``) and encoding facts (``format``, ``quality``, ``lossless``, ``derived``, ``grayscale``,
+    ``recompressed``)."""
+    return {
+        "path": member.path,
+        "sim": member.similarity_to_keep,
+        "bytes": member.bytes,
+        "w": member.width,
+        "h": member.height,
+        "mirrored": member.mirrored,
+        "evidence": member.evidence,
+        "inliers": member.inliers,
+        "coverage": member.coverage,
+        "proposed_by": list(member.proposed_by),
+        "rotation": member.rotation,
+        "format": member.format,
+        "quality": member.quality,
+        "lossless": member.lossless,
+        "derived": member.derived,
+        "grayscale": member.grayscale,
+        "recompressed": member.recompressed,
+    }
+
+
+def common_folder(report: Report) -> str:
+    """The folder the scanned paths share (cards show each file's folder relative to it), or ``""``."""
+    folders = [p if not os.path.splitext(p)[1] else os.path.dirname(p) for p in report.paths]
+    try:
+        return os.path.commonpath(folders) if folders else ""
+    except ValueError:
+        return ""
+
+
+def shared_assets() -> tuple[str, str]:
+    """``(cards.js, cards.css)``: the card and viewer code the HTML report and the review page share."""
+    from importlib.resources import files
+
+    folder = files("dedup.report").joinpath("templates")
+    return (
+        folder.joinpath("cards.js").read_text(encoding="utf-8"),
+        folder.joinpath("cards.css").read_text(encoding="utf-8"),
+    )
+
+
 def _header_html(report: Report) -> str:
     stats = report.stats
     extractor = extractor_label(report.extractor)
@@ -292,14 +286,31 @@ def _header_html(report: Report) -> str:
     clustering = report.clustering
     if clustering is not None:
         figures.append(("Clusters", clustering.get("n_clusters", len(report.clusters or ()))))
+    across = stats.get("across")
+    if isinstance(across, dict):
+        figures.append(("Images of B with a duplicate in A", f"{across.get('b_with_duplicate_in_a')}"))
     cards = "".join(
         f'<div class="fig"><div class="v">{html.escape(str(v))}</div>'
         f'<div class="k">{html.escape(k)}</div></div>'
         for k, v in figures
     )
+    scanned = html.escape(", ".join(report.paths))
+    return (
+        f'<div class="figs">{cards}</div><p class="muted">Scanned {scanned} with '
+        f"{html.escape(extractor)}. The parameters are at the bottom of the page.</p>"
+    )
+
+
+def _params_html(report: Report) -> str:
+    """Every parameter of the scan, as a table (shown collapsed at the bottom of the page)."""
+    extractor = extractor_label(report.extractor)
+    clustering = report.clustering
     params = report.params
     rows = [("Scanned", ", ".join(report.paths)), ("Extractor", extractor)]
-    rows.append(("Threshold (cosine similarity)", f"{params.get('threshold', float('nan')):.3f}"))
+    threshold = params.get("threshold")
+    rows.append(
+        ("Threshold (cosine similarity)", f"{threshold:.3f}" if isinstance(threshold, (int, float)) else "?")
+    )
     for section, values in params.items():
         if isinstance(values, dict):
             rows.append((section, ", ".join(f"{k}={v}" for k, v in values.items())))
@@ -308,7 +319,9 @@ def _header_html(report: Report) -> str:
         rows.append(("Clustering", f"{clustering.get('method')}: {how}"))
     rows.append(("Created", f"{report.created or ''} by {report.tool or 'dedup'}"))
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f'<div class="figs">{cards}</div><table class="params">{table}</table>'
+    return (
+        f'<details id="params"><summary>Parameters</summary><table class="params">{table}</table></details>'
+    )
 
 
 def _skipped_html(report: Report) -> str:
@@ -368,21 +381,12 @@ def to_html(
             {
                 "id": g.id,
                 "keep": g.keep,
-                "members": [
-                    {
-                        "path": m.path,
-                        "sim": m.similarity_to_keep,
-                        "bytes": m.bytes,
-                        "w": m.width,
-                        "h": m.height,
-                        "mirrored": m.mirrored,
-                    }
-                    for m in g.members
-                ],
+                "members": [member_data(m) for m in g.members],
             }
             for g in groups
         ],
         "thumbs": thumbs,
+        "base": common_folder(report),
     }
     clusters = []
     for c, folder in _report_clusters(report):
@@ -410,9 +414,13 @@ def to_html(
         "colour form a duplicate group, grey dots are in no group. Hover for the file name; click a coloured "
         "dot to show its group."
     )
+    cards_js, cards_css = shared_assets()
     fields = {
         "TITLE": html.escape(f"dedup report — {', '.join(report.paths)}"),
         "HEADER": _header_html(report),
+        "PARAMS": _params_html(report),
+        "CARDSJS": cards_js.replace("</", "<\\/"),
+        "CARDSCSS": cards_css.replace("</", ""),
         "MAP": svg or '<p class="muted">No map (no coordinates were given, or no images).</p>',
         "MAPNOTE": html.escape(map_note),
         "CLUSTERSHIDDEN": "" if clusters else " hidden",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dedup import __version__
+from dedup.across import leakage
 from dedup.errors import ReportError
 
 if TYPE_CHECKING:
@@ -77,6 +77,12 @@ def _num(value: Any, what: str, *, optional: bool = False) -> float | None:
     return number if isinstance(value, int) else value
 
 
+def _bool(value: Any, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ReportError(f"{what} must be true, false or null, not {value!r}")
+
+
 def _list(value: Any, what: str) -> list[Any]:
     if not isinstance(value, list):
         raise ReportError(f"{what} must be a list, not {type(value).__name__}")
@@ -114,6 +120,13 @@ _MEMBER_KEYS = (
     "coverage",
     "proposed_by",
     "similarities",
+    "rotation",
+    "format",
+    "quality",
+    "lossless",
+    "derived",
+    "grayscale",
+    "recompressed",
 )
 
 
@@ -131,6 +144,9 @@ class ReportMember:
         inliers, coverage: keypoint verification figures, None when the pair was not verified.
         proposed_by: extractors whose candidate threshold the pair reached.
         similarities: the pair's similarity under each extractor.
+        rotation: degrees the keypoint transform from the kept image turns by (verified members), or None.
+        format, quality, lossless, derived, grayscale, recompressed: the file's
+            :class:`dedup.facts.ImageFacts` (what the keep policy ``best`` compares), None when not known.
         present: the optional keys the parsed dict had (to write back exactly what was read).
         extra: keys this version does not know.
     """
@@ -147,6 +163,13 @@ class ReportMember:
     coverage: float | None = None
     proposed_by: tuple[str, ...] = ()
     similarities: dict[str, float] | None = None
+    rotation: int | None = None
+    format: str | None = None
+    quality: int | None = None
+    lossless: bool | None = None
+    derived: bool | None = None
+    grayscale: bool | None = None
+    recompressed: bool | None = None
     present: frozenset[str] = frozenset(_MEMBER_KEYS)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -177,6 +200,13 @@ class ReportMember:
             coverage=_num(d.get("coverage"), f"{what} coverage", optional=True),
             proposed_by=tuple(str(p) for p in _list(proposed, f"{what} proposed_by")),
             similarities=sims,
+            rotation=_int(d.get("rotation"), f"{what} rotation", optional=True),
+            format=None if d.get("format") is None else str(d["format"]),
+            quality=_int(d.get("quality"), f"{what} quality", optional=True),
+            lossless=_bool(d.get("lossless"), f"{what} lossless"),
+            derived=_bool(d.get("derived"), f"{what} derived"),
+            grayscale=_bool(d.get("grayscale"), f"{what} grayscale"),
+            recompressed=_bool(d.get("recompressed"), f"{what} recompressed"),
             present=frozenset(k for k in _MEMBER_KEYS if k in d),
             extra=_extra(d, _MEMBER_KEYS),
         )
@@ -195,6 +225,13 @@ class ReportMember:
             "coverage": self.coverage,
             "proposed_by": list(self.proposed_by),
             "similarities": self.similarities,
+            "rotation": self.rotation,
+            "format": self.format,
+            "quality": self.quality,
+            "lossless": self.lossless,
+            "derived": self.derived,
+            "grayscale": self.grayscale,
+            "recompressed": self.recompressed,
         }
         for key, value in values.items():
             _put(out, key, value, key in self.present)
@@ -494,6 +531,24 @@ class Report:
         """A copy with ``changes`` (dataclass fields)."""
         return replace(self, **changes)
 
+    def __repr__(self) -> str:
+        from dedup.report.notebook import short_repr
+
+        return short_repr(self)
+
+    def _repr_html_(self) -> str:
+        """The compact HTML summary a notebook shows (the first groups' thumbnails)."""
+        from dedup.report.notebook import summary_html
+
+        return summary_html(self)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per group member (group, path, kept, similarity, evidence, ...): ready for
+        ``pandas.DataFrame(report.rows())``; see :func:`dedup.report.notebook.rows`."""
+        from dedup.report.notebook import rows
+
+        return rows(self)
+
     @property
     def keep_policy(self) -> str | None:
         """The ``keep.policy`` the scan used (``params.keep.policy``), if the report says."""
@@ -502,6 +557,19 @@ class Report:
             policy = keep.get("policy")
             return policy if isinstance(policy, str) else None
         return keep if isinstance(keep, str) else None
+
+    @property
+    def reference(self) -> tuple[str, ...]:
+        """The folders whose images the scan kept and that are never moved or deleted:
+        ``params.keep.reference`` and, for an ``--across A B`` scan, A (``params.cluster.across``)."""
+        folders: list[str] = []
+        keep, cluster = self.params.get("keep"), self.params.get("cluster")
+        if isinstance(keep, Mapping) and isinstance(keep.get("reference"), list):
+            folders += [f for f in keep["reference"] if isinstance(f, str) and f]
+        if isinstance(cluster, Mapping) and isinstance(cluster.get("across"), list) and cluster["across"]:
+            first = cluster["across"][0]
+            folders += [first] if isinstance(first, str) and first else []
+        return tuple(dict.fromkeys(folders))
 
     def skipped_reasons(self) -> dict[str, int]:
         """How many files were skipped for each reason (reasons cut at the first ':' so they group)."""
@@ -565,6 +633,13 @@ def from_result(result: ScanResult) -> Report:
                     coverage=ev.coverage,
                     proposed_by=tuple(ev.proposed_by),
                     similarities=ev.similarities,
+                    rotation=ev.rotation,
+                    format=images[m].format,
+                    quality=images[m].quality,
+                    lossless=images[m].lossless,
+                    derived=images[m].derived,
+                    grayscale=images[m].grayscale,
+                    recompressed=images[m].recompressed,
                 )
             )
         groups.append(ReportGroup(number, images[group.keep].path, tuple(members)))
@@ -583,22 +658,27 @@ def from_result(result: ScanResult) -> Report:
     seconds |= {k: round(result.seconds.get(k, 0.0), 3) for k in ("decode_extract", "index", "cluster")}
     clustering, clusters = _clusters(result)
     blank = set(result.blank)
+    stats: dict[str, Any] = {
+        "images": len(images),
+        "skipped": len(result.skipped),
+        "groups": len(result.groups),
+        "duplicates": result.duplicates,
+        "reclaimable_bytes": result.reclaimable_bytes,
+        "chain_splits": result.chain_splits,
+        "blank": len(blank),
+        "seconds": seconds,
+    }
+    if result.verifier is not None:
+        across = leakage(images, result.verifier.graph(len(images)), result.config)
+        if across is not None:
+            stats["across"] = across
     return Report(
         tool=f"dedup {__version__}",
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         paths=tuple(result.paths),
         extractor=result.extractor,
         params=params,
-        stats={
-            "images": len(images),
-            "skipped": len(result.skipped),
-            "groups": len(result.groups),
-            "duplicates": result.duplicates,
-            "reclaimable_bytes": result.reclaimable_bytes,
-            "chain_splits": result.chain_splits,
-            "blank": len(blank),
-            "seconds": seconds,
-        },
+        stats=stats,
         groups=tuple(groups),
         skipped=tuple(ReportSkipped(s.path, s.reason) for s in result.skipped),
         images=tuple(
@@ -703,47 +783,3 @@ def cluster_folders(clusters: Sequence[ReportCluster]) -> tuple[list[str], list[
         owner[key] = (name, named, cid)
         folders.append(name)
     return folders, notes
-
-
-# ------------------------------------------------------------------------------------------ wording
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def json_text(data: Any, *, indent: int | None = None, separators: tuple[str, str] | None = None) -> str:
-    """``json.dumps`` keeping UTF-8 characters, with every lone surrogate written as its ``\\uXXXX`` escape.
-
-    A file name that is not valid UTF-8 (``x\\xff.jpg``) is held by Python as a surrogate escape
-    (``"x\\udcff.jpg"``); written raw it cannot be encoded, escaped it is valid JSON and ``json.loads``
-    gives back the very string the OS takes for that file. Reports and manifests are written this way.
-    """
-    text = json.dumps(data, indent=indent, separators=separators, ensure_ascii=False)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def display_text(text: str) -> str:
-    """``text`` as it can be shown and written as UTF-8: a file name that is not valid UTF-8 (held by Python
-    as surrogate escapes) shows its bad bytes as ``\\xff``; any other text is returned unchanged."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def human_bytes(n: float) -> str:
-    """``1834242`` -> ``"1.8 MB"`` (powers of 1000, as file managers show sizes)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def extractor_label(extractor: Mapping[str, Any]) -> str:
-    """The extractor of a report as shown to people: ``"phash+thumb+color (fallback for vgg16)"``."""
-    name = str(extractor.get("name", "?"))
-    if extractor.get("fallback_used"):
-        name += f" (fallback for {extractor.get('requested')})"
-    return name

@@ -57,7 +57,7 @@ def test_plan_prune_argument_errors(tmp_path: Path) -> None:
     with pytest.raises(ActionError, match="must not be, or contain"):
         plan_prune(Report.from_dict(report), to=tmp_path, delete=False)
     with pytest.raises(ConfigError):
-        plan_prune(Report.from_dict(report), to=tmp_path / "q", keep_policy="best")
+        plan_prune(Report.from_dict(report), to=tmp_path / "q", keep_policy="prettiest")
     with pytest.raises(ActionError, match="paths"):
         plan_prune(Report.from_dict({"version": 1, "groups": []}), to=tmp_path / "q")
 

@@ -20,7 +20,8 @@ from imagegen import make_photo
 
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
-    """Three originals each with a smaller JPEG re-encode and a PNG copy in a sub-folder, plus one loner."""
+    """Three originals (JPEG q95) each with a smaller JPEG re-encode and a lossless PNG of the same pixels
+    in a sub-folder, plus one loner. The default keep policy ``best`` keeps the PNG (lossless beats JPEG)."""
     root = tmp_path / "photos"
     (root / "sub").mkdir(parents=True)
     for i in range(3):
@@ -42,7 +43,7 @@ def test_prune_dry_run_leaves_the_disk_byte_for_byte_unchanged(invoke, photos: P
     plan = json.loads(out)
     assert plan["summary"]["move"] == 6 and plan["summary"]["kept"] == 3
     assert {Path(op["src"]).name for op in plan["operations"]} == {
-        f"p{i}{s}" for i in range(3) for s in ("_small.jpg", ".png")
+        f"p{i}{s}" for i in range(3) for s in ("_small.jpg", ".jpg")
     }
     assert "Dry run: nothing was changed" in err
 
@@ -55,9 +56,9 @@ def test_prune_then_undo_restores_everything_and_quarantine_is_not_rescanned(inv
     (manifest,) = q.glob("dedup-prune-*.jsonl")
     assert f"dedup undo {manifest}" in out and "Moved" in out
     assert sorted(p.name for p in q.rglob("*.*") if p != manifest) == sorted(
-        f"p{i}{s}" for i in range(3) for s in ("_small.jpg", ".png")
+        f"p{i}{s}" for i in range(3) for s in ("_small.jpg", ".jpg")
     )
-    assert all((photos / f"p{i}.jpg").exists() for i in range(3))
+    assert all((photos / "sub" / f"p{i}.png").exists() for i in range(3))
     code, out, err = invoke("prune", photos, "--to", q, "--features", "phash", "--dry-run")
     assert code == 0, err
     assert json.loads(out)["operations"] == []  # the quarantined copies were not scanned as duplicates
@@ -80,7 +81,7 @@ def test_delete_needs_yes_off_a_terminal_and_cannot_be_undone(
     result = cli("prune", str(photos), "--delete", "--yes", "--features", "phash", env=env)
     assert result.exit_code == 0, result.output
     assert "cannot be restored" in result.stdout
-    assert sorted(p.name for p in photos.rglob("*.*")) == ["loner.jpg", "p0.jpg", "p1.jpg", "p2.jpg"]
+    assert sorted(p.name for p in photos.rglob("*.*")) == ["loner.jpg", "p0.png", "p1.png", "p2.png"]
     (manifest,) = (tmp_path / "state" / "dedup").glob("dedup-prune-delete-*.jsonl")
     code, out, err = invoke("undo", manifest)
     assert code == 1 and "cannot be restored" in err
@@ -122,13 +123,13 @@ def test_from_report_leaves_changed_files_alone_and_exits_1(invoke, photos: Path
     report = tmp_path / "report.json"
     code, _, err = invoke("scan", photos, "--features", "phash", "--report", report)
     assert code == 0, err
-    changed = photos / "sub" / "p1.png"
+    changed = photos / "p1.jpg"  # a duplicate (the lossless sub/p1.png is kept)
     changed.write_bytes(changed.read_bytes() + b"\0")
     q = tmp_path / "q"
     code, out, err = invoke("prune", "--from-report", report, "--to", q)
     assert code == 1
     assert "changed since the report" in err and "not everything was done" in err
-    assert changed.exists() and not (q / "sub" / "p1.png").exists()
+    assert changed.exists() and not (q / "p1.jpg").exists()
     assert len(list(q.rglob("*.*"))) == 5 + 1  # the five others and the manifest
     code, _, err = invoke("prune", tmp_path, "--from-report", report, "--to", q)
     assert code == 1 and "not" in err  # paths that do not match the report's

@@ -25,11 +25,9 @@ from dedup.report import html as report_html
 from dedup.report.files import write_report
 from dedup.report.schema import cluster_folder, sanitize_folder_name
 
-from helpers import tree_state
+from helpers import CHROMEDRIVER, console_errors, skip_or_fail_without_browser, tree_state
 from imagegen import make_photo, write_families
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 NASTY = "a <b>&amp; \"q\" 's' </script><script>alert(1)</script>"
 
 
@@ -422,22 +420,6 @@ def test_dbscan_group_report_shows_the_groups(cli, tmp_path):
 # ------------------------------------------------------------------------------------------ real browser
 
 
-def skip_or_fail_without_browser(chromium: str, chromedriver: str) -> None:
-    """Skip (developer machine) or fail (``CI=true``) when Chromium, chromedriver or selenium is missing."""
-    missing = [p for p in (chromium, chromedriver) if not os.access(p, os.X_OK)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium package (pip install -e '.[dev]')")
-    if missing:
-        message = (
-            f"headless browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 def test_missing_browser_skips_locally_but_fails_in_ci(monkeypatch, tmp_path):
     absent = str(tmp_path / "no-chromium")
     monkeypatch.setenv("CI", "true")
@@ -446,48 +428,6 @@ def test_missing_browser_skips_locally_but_fails_in_ci(monkeypatch, tmp_path):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no-chromium"):
         skip_or_fail_without_browser(absent, CHROMEDRIVER)
-
-
-@pytest.fixture
-def browser(tmp_path, monkeypatch):
-    """Headless Chromium via selenium and the system chromedriver; nothing is downloaded.
-
-    Skips when Chromium, chromedriver or selenium is missing on a developer machine; with CI=true a
-    missing browser is a failure (``.ci/run`` installs it).
-    """
-    skip_or_fail_without_browser(CHROMIUM, CHROMEDRIVER)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never try to download anything
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(120)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _console_errors(driver) -> list[str]:
-    return [e["message"] for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 
 
 def _count(driver, css: str) -> int:
@@ -543,7 +483,7 @@ def test_report_in_headless_chromium(cli, browser, tmp_path):
     browser.get(out_html.resolve().as_uri())
     browser.save_screenshot(str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 10_000
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
     n_members = sum(len(g["members"]) for g in report["groups"])
     assert _count(browser, "#groups section.group") == report["stats"]["groups"]
     assert _count(browser, "#groups figure.thumb") == n_members
@@ -580,7 +520,7 @@ def test_report_in_headless_chromium(cli, browser, tmp_path):
     )
     assert _count(browser, "#groups section.group") == 1
     browser.save_screenshot(str(tmp_path / "report-filtered.png"))
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
 
 
 @pytest.mark.browser
@@ -594,7 +534,7 @@ def test_ten_thousand_groups_page_and_filter_quickly(browser, tmp_path):
     t0 = time.perf_counter()
     browser.get(out.resolve().as_uri())
     load_seconds = time.perf_counter() - t0
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
     assert _count(browser, "#groups section.group") == 50  # only the current page is in the DOM
     assert _count(browser, "#groups .placeholder") == sum(len(g["members"]) for g in data["groups"][:50])
     info = browser.find_element(By.ID, "page-info").text
@@ -634,7 +574,7 @@ def test_ten_thousand_groups_page_and_filter_quickly(browser, tmp_path):
     assert seconds < 2.0, f"filtering took {seconds:.2f}s"
     assert load_seconds < 30, f"loading took {load_seconds:.1f}s"
     browser.save_screenshot(str(tmp_path / "big.png"))
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
 
 
 def _attr_list(driver, css: str, attr: str) -> list[str]:
@@ -674,7 +614,7 @@ def test_cluster_report_in_headless_chromium(cli, browser, tmp_path):
     report = json.loads(out_json.read_text())
     browser.get(out_html.resolve().as_uri())
     browser.save_screenshot(str(tmp_path / "clusters.png"))
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
     sample = report_html.CLUSTER_SAMPLE
     assert _count(browser, "#clusters section.cluster") == len(report["clusters"]) == 2
     assert _count(browser, "#clusters figure.thumb") == sum(
@@ -703,7 +643,7 @@ def test_cluster_report_in_headless_chromium(cli, browser, tmp_path):
         "return document.querySelectorAll('#map circle.clustered')[3].getAttribute('data-cluster')"
     )
     assert _attr_list(browser, "#clusters section.cluster", "data-cluster") == [dot_cluster]
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
 
 
 @pytest.mark.browser
@@ -716,7 +656,7 @@ def test_thousand_clusters_page_and_filter_quickly(browser, tmp_path):
     t0 = time.perf_counter()
     browser.get(out.resolve().as_uri())
     load_seconds = time.perf_counter() - t0
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
     per_page = report_html.CLUSTER_PAGE_SIZE
     assert _count(browser, "#clusters section.cluster") == per_page  # only the current page is in the DOM
     first = data["clusters"][:per_page]
@@ -739,4 +679,92 @@ def test_thousand_clusters_page_and_filter_quickly(browser, tmp_path):
     _set_cluster_filter(browser, "no-such-cluster")
     assert browser.find_element(By.ID, "cempty").is_displayed()
     assert seconds < 2.0 and load_seconds < 30, (seconds, load_seconds)
-    assert _console_errors(browser) == []
+    assert console_errors(browser) == []
+
+
+@pytest.fixture(scope="module")
+def verified_scan(tmp_path_factory):
+    """The hard variants of one photo (crop, letterbox, flip, rotations, overlay) in ``v/``, and copies
+    of the original under the same name in two folders; scanned with the offline default (verified)."""
+    import shutil
+
+    from imagegen import write_verify_dataset
+
+    root = tmp_path_factory.mktemp("evidence") / "photos"
+    truth = write_verify_dataset(root / "v")
+    for folder in ("a", "b"):
+        (root / folder).mkdir()
+        shutil.copy(truth["original"], root / folder / "original.jpg")
+    cfg = load_config(overrides={"features.extractor": "phash+thumb+color"})
+    return root, find_duplicates([root], cfg)
+
+
+def test_html_carries_evidence_and_folder_of_every_member(verified_scan, tmp_path):
+    root, result = verified_scan
+    report = from_result(result)
+    page = report_html.to_html(report, thumbnails={})
+    block = _data_block(page)
+    assert block["base"] == str(root)
+    members = {m["path"]: m for g in block["groups"] for m in g["members"]}
+    verified = [m for m in members.values() if m["evidence"] == "verified"]
+    assert verified and all(isinstance(m["inliers"], int) for m in verified)
+    assert any(m["rotation"] not in (None, 0) for m in verified)  # the rotated copies say so
+    assert all(m["format"] == "JPEG" and isinstance(m["quality"], int) for m in members.values())
+    # the parameters are a collapsed section at the bottom, not a table above the groups
+    assert page.index('id="params"') > page.index('id="groups-section"')
+    assert '<details id="params"><summary>Parameters' in page
+    assert page.count('<table class="params"') == 1 and page.index('<table class="params"') > page.index(
+        "<h2>Skipped files</h2>"
+    )
+
+
+@pytest.mark.browser
+def test_report_badges_folders_enlarge_in_headless_chromium(browser, verified_scan, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, result = verified_scan
+    report = from_result(result)
+    out = write_report(report, tmp_path / "r.html")
+    browser.get(out.resolve().as_uri())
+    assert console_errors(browser) == []
+    members = [m for g in report.groups for m in g.members]
+    assert _count(browser, "#groups .badge.verified") == sum(m.evidence == "verified" for m in members)
+    texts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#groups .badge.verified")]
+    assert all(re.fullmatch(r"verified · \d+ inliers", t) for t in texts), texts
+    rotated = sum(
+        1
+        for g in report.groups
+        for m in g.members
+        if m.path != g.keep and m.rotation is not None and abs(m.rotation) >= 3
+    )
+    assert rotated >= 1 and _count(browser, "#groups .badge.rotated") == rotated
+    folders = browser.execute_script(
+        "var out = {}; document.querySelectorAll('#groups figure').forEach(function (f) {"
+        " out[f.getAttribute('data-path')] = f.querySelector('.folder').textContent; }); return out;"
+    )
+    assert folders[str(root / "a" / "original.jpg")] == "a"
+    assert folders[str(root / "b" / "original.jpg")] == "b"
+    assert folders[str(root / "v" / "crop.jpg")] == "v"
+    # the parameters are collapsed at the bottom
+    params = browser.find_element(By.ID, "params")
+    assert params.get_attribute("open") is None
+    assert browser.execute_script(
+        "return document.getElementById('params').getBoundingClientRect().top >"
+        " document.getElementById('groups').getBoundingClientRect().bottom"
+    )
+    # click a thumbnail: the viewer shows the file itself (file:// from the report's folder)
+    browser.find_element(By.CSS_SELECTOR, "#groups figure.thumb img[data-action=enlarge]").click()
+    WebDriverWait(browser, 10).until(
+        lambda d: d.execute_script(
+            "var v = document.querySelector('.viewer'); var i = v && v.querySelector('img');"
+            "return v && !v.hidden && i && i.complete && i.naturalWidth > 0;"
+        )
+    )
+    src = browser.execute_script("return document.querySelector('.viewer img').src")
+    width = browser.execute_script("return document.querySelector('.viewer img').naturalWidth")
+    assert src.startswith("file://") and width > 160  # the full image, not the thumbnail
+    browser.save_screenshot(str(tmp_path / "enlarged.png"))
+    browser.find_element(By.CSS_SELECTOR, ".viewer [data-action=close-viewer]").click()
+    assert browser.execute_script("return document.querySelector('.viewer').hidden")
+    assert console_errors(browser) == []

@@ -30,7 +30,8 @@ def test_a_scan_report_round_trips_through_json_unchanged(scan_report: Report, t
     ]  # fmt: skip
     assert list(data["groups"][0]["members"][0]) == [
         "path", "similarity_to_keep", "bytes", "width", "height", "mtime", "mirrored", "evidence",
-        "inliers", "coverage", "proposed_by", "similarities",
+        "inliers", "coverage", "proposed_by", "similarities", "rotation", "format", "quality", "lossless",
+        "derived", "grayscale", "recompressed",
     ]  # fmt: skip
     parsed = Report.from_dict(data)
     assert parsed.to_dict() == data
