@@ -324,6 +324,10 @@ class Index:
     def names(self) -> list[str]:
         return [e.name for e in self.extractors]
 
+    def row_of(self, path: str | os.PathLike[str]) -> int | None:
+        """The row of the indexed image ``path`` (made absolute), or None."""
+        return self._rows_by_path.get(os.path.abspath(path))
+
     @classmethod
     def load(cls, folder: str | os.PathLike[str], *, warn: WarnFn | None = None) -> Index:
         """Open the index in ``folder``, checking every file against the manifest.
@@ -983,7 +987,7 @@ class Index:
         """
         if k < 1:
             raise InputError(f"k must be at least 1, not {k}")
-        row = self._rows_by_path.get(os.path.abspath(path))
+        row = self.row_of(path)
         if row is None:
             raise InputError(f"{path} is not in the index")
         base = self.embeddings[0]
