@@ -30,7 +30,9 @@ atomically, then removes the old generation, so a run killed at any point leaves
 
 **Novel**: an image is ``novel`` when its cosine distance to the nearest cluster centre is larger than that
 cluster's ``radius``, the :data:`NOVEL_QUANTILE` (95 %) quantile of its own members' distances to the centre
-(so about one member in twenty lies further out), or than a fixed ``novel_distance`` when one is given.
+(so about one member in twenty lies further out), and larger than ``1 - threshold`` of the first extractor
+(0.30 for phash: a tight cluster of near-copies does not make its next copy novel) -- or than a fixed
+``novel_distance`` when one is given.
 """
 
 from __future__ import annotations
@@ -319,6 +321,12 @@ class Index:
     @property
     def forest_rows(self) -> int:
         return int(self.manifest.get("forest_rows", 0))
+
+    @property
+    def novel_floor(self) -> float:
+        """The least distance that counts as novel: ``1 - threshold`` of the first extractor (an image as
+        near a centre as a duplicate would be to a member is never novel, however tight the cluster)."""
+        return float(to_distance(thresholds_for(self.extractors[0], self.config).plain))
 
     @property
     def names(self) -> list[str]:
@@ -975,7 +983,7 @@ class Index:
         best = int(np.argmax(sims))
         c = self.clusters[best]
         distance = round(max(0.0, float(to_distance(float(sims[best])))), 6)
-        limit = c.radius if novel_distance is None else novel_distance
+        limit = max(c.radius, self.novel_floor) if novel_distance is None else novel_distance
         return c.id, c.name, distance, bool(distance > limit + 1e-9)
 
     def similar(self, path: str, k: int = 10) -> list[dict[str, Any]]:

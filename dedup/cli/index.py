@@ -44,7 +44,8 @@ NovelOpt = Annotated[
     typer.Option(
         "--novel-distance",
         help="Cosine distance (0..2) to the nearest cluster centre beyond which an image is novel (default: "
-        "that cluster's radius, the 95th percentile of its members' distances).",
+        "that cluster's radius -- the 95th percentile of its members' distances -- but at least 1 - the "
+        "duplicate threshold).",
         min=0.0,
         max=2.0,
         show_default=False,
