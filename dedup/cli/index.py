@@ -32,7 +32,12 @@ from dedup.cli.common import (
     warn,
 )
 
-index_app = typer.Typer(help="A saved index of a collection: build it once, update it as images arrive.")
+index_app = typer.Typer(
+    help="A saved index of a collection: build it once, update it as images arrive, then dedup assign or "
+    "dedup serve answer for new images.\n\nExample: dedup index build ~/photos --to ~/photos.index",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
 app = typer.Typer()
 
 IndexOpt = Annotated[
