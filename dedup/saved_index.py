@@ -472,7 +472,6 @@ class Index:
         cfg = replace(
             feats.config, features=replace(feats.config.features, extractor=ran, offline_fallback="none")
         )
-        t0 = time.perf_counter()
         result = duplicates_of(feats, cfg, progress=progress, warn=warn)
         if cfg.group.method != "dbscan":
             result = cluster_collection(result, cfg, progress=progress)
@@ -544,8 +543,8 @@ class Index:
         folder.mkdir(parents=True, exist_ok=True)
         if result.verified:
             index._keypoints(range(n), progress)
+        index.manifest["build_seconds"] = {k: round(v, 3) for k, v in result.seconds.items()}
         index._save(rebuild_forest=n > EXACT_MAX)
-        index.manifest["seconds"] = {**result.seconds, "index_build": round(time.perf_counter() - t0, 3)}
         return index
 
     def _keypoints(self, rows: Sequence[int] | range, progress: ProgressFn | None) -> None:

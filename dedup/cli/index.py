@@ -191,7 +191,9 @@ def assign(
     paths: Annotated[list[Path], typer.Argument(help="Images and/or folders to assign.", show_default=False)],
     index_dir: IndexOpt,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per image on stdout.")] = False,
-    embedding: Annotated[bool, typer.Option("--embedding", help="Add each extractor's vector.")] = False,
+    embedding: Annotated[
+        bool, typer.Option("--embedding", help="Add each extractor's vector (implies JSON lines).")
+    ] = False,
     novel_distance: NovelOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
