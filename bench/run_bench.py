@@ -8,6 +8,7 @@ Usage:
     python bench/run_bench.py quality         # only the named ones
     DEDUP_BENCH_GROUPING_N=0 python bench/run_bench.py grouping   # grouping on every labelled image
     DEDUP_BENCH_FULL=1 python bench/run_bench.py verify   # full-size generated sets (n=500 per seed, slow)
+    python bench/run_bench.py assign          # a saved index served over HTTP: latency and throughput
     python bench/run_bench.py --full scale    # full sizes (1M vectors, all 3,781 clothing photos): slow
 
 Defaults keep ``make bench`` reasonably short on the 2-core machine: ``extract`` and ``cache`` use a
@@ -1011,6 +1012,118 @@ def speed_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_assign() -> dict[str, Any]:
+    """A saved index of clothing photos (default offline path, kmeans 10 clusters) served by ``dedup serve``
+    in this process: POST /assign latency per image on the warm server, and the throughput of
+    ``Index.assign`` and ``Index.update`` on a folder of new images (half re-encoded copies of indexed
+    photos, half photos the index does not hold)."""
+    import http.client
+    import shutil
+    import statistics
+    import tempfile
+    import uuid
+
+    from PIL import Image
+
+    from dedup.config import load_config
+    from dedup.saved_index import Index
+    from dedup.service import IndexServer
+
+    n_index = 3000 if OPTIONS["full"] else 600
+    n_new = 200 if OPTIONS["full"] else 60
+    files = _clothing_files(None)
+    indexed = files[:n_index]
+    fresh = files[n_index : n_index + n_new // 2]
+    config = load_config(overrides={"group.method": "kmeans", "group.clusters": 10, "cache.enabled": False})
+    with tempfile.TemporaryDirectory(prefix="dedup-bench-assign-") as tmp:
+        root, new = Path(tmp) / "photos", Path(tmp) / "new"
+        root.mkdir()
+        new.mkdir()
+        for f in indexed:
+            shutil.copy(f.path, root / Path(f.path).name)
+        for f in fresh:
+            shutil.copy(f.path, new / Path(f.path).name)
+        for f in indexed[: n_new - len(fresh)]:
+            Image.open(f.path).convert("RGB").save(new / f"q50-{Path(f.path).name}", quality=50)
+        t0 = time.perf_counter()
+        index = Index.build([root], Path(tmp) / "idx", config)
+        build_s = time.perf_counter() - t0
+        uploads = sorted(new.iterdir())
+        latencies: list[float] = []
+        duplicates = 0
+        with IndexServer(index, port=0) as server:
+            for k, path in enumerate([uploads[0], *uploads]):  # the first request warms up, not counted
+                boundary = uuid.uuid4().hex
+                body = (
+                    (
+                        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"'
+                        "\r\n\r\n"
+                    ).encode()
+                    + path.read_bytes()
+                    + f"\r\n--{boundary}--\r\n".encode()
+                )
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                started = time.perf_counter()
+                conn.request(
+                    "POST", "/assign", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+                )
+                answer = json.loads(conn.getresponse().read())
+                elapsed = time.perf_counter() - started
+                conn.close()
+                if k:
+                    latencies.append(elapsed)
+                    duplicates += answer.get("duplicate_of") is not None
+        t0 = time.perf_counter()
+        folder = index.assign([new], cache=False)
+        assign_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        update = index.update([new])
+        update_s = time.perf_counter() - t0
+    latencies.sort()
+    return {
+        "indexed": len(index.images) - update.added,
+        "new_images": len(uploads),
+        "copies_among_new": n_new - len(fresh),
+        "build_s": round(build_s, 2),
+        "latency_ms": {
+            "median": round(1000 * statistics.median(latencies), 1),
+            "p95": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1),
+            "max": round(1000 * latencies[-1], 1),
+        },
+        "http_duplicates_found": duplicates,
+        "folder_assign": {
+            "seconds": round(assign_s, 2),
+            "images_per_s": round(len(folder.assignments) / assign_s, 1),
+            "duplicates_found": sum(a.duplicate_of is not None for a in folder.assignments),
+        },
+        "update": {
+            "seconds": round(update_s, 2),
+            "added": update.added,
+            "images_per_s": round(update.added / update_s, 1),
+        },
+        "extractors": index.names,
+    }
+
+
+def assign_markdown(result: dict[str, Any]) -> str:
+    lat, fa, up = result["latency_ms"], result["folder_assign"], result["update"]
+    return (
+        f"# assign\n\nIndex of {result['indexed']} clothing photos ({'+'.join(result['extractors'])}, "
+        "kmeans 10), "
+        f"built in {result['build_s']} s; {result['new_images']} new images ({result['copies_among_new']} "
+        "q50 copies of indexed photos).\n\n"
+        "| measure | value |\n|---|---|\n"
+        f"| POST /assign latency, warm server (median / p95 / max) | {lat['median']} / {lat['p95']} / "
+        f"{lat['max']} ms |\n"
+        f"| duplicates found over HTTP | {result['http_duplicates_found']} |\n"
+        f"| Index.assign on the folder | {fa['seconds']} s, {fa['images_per_s']} img/s, "
+        f"{fa['duplicates_found']} duplicates |\n"
+        f"| Index.update with the folder | {up['seconds']} s, {up['images_per_s']} img/s "
+        f"({up['added']} added) |\n"
+        f"\nLoad: {result['load_at_start']} -> {result['load_at_end']}; `{result['command']}`\n"
+    )
+
+
 BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
     "quality": (bench_quality, quality_markdown),
     "grouping": (bench_grouping, grouping_markdown),
@@ -1019,6 +1132,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, An
     "speed": (bench_speed, speed_markdown),
     "cache": (bench_cache, cache_markdown),
     "scale": (bench_scale, scale_markdown),
+    "assign": (bench_assign, assign_markdown),
     "extract": (bench_extract, extract_markdown),
 }
 

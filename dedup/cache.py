@@ -542,12 +542,23 @@ class VerifyCache(_Store):
         self._keypoints: dict[tuple[str, str], tuple[Any, ...]] = {}  # written by the next flush
         self._decisions: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
+        self.read_only = False
 
     @classmethod
     def open(cls, folder: Path, warn: WarnFn | None = None) -> VerifyCache:
         """Open (creating, or rebuilding when corrupt) the cache in ``folder``; CacheError only when the
         folder cannot be created."""
         cache = cls(cls._file(folder), warn)
+        cache._connect()
+        return cache
+
+    @classmethod
+    def at(cls, path: Path, warn: WarnFn | None = None, *, read_only: bool = False) -> VerifyCache:
+        """Open (creating, or rebuilding when corrupt) the store in the file ``path`` (a saved index keeps
+        its keypoints in one, see :mod:`dedup.saved_index`); with ``read_only`` nothing is ever put into it
+        (keypoints of an uploaded image are not kept)."""
+        cache = cls(path, warn)
+        cache.read_only = read_only
         cache._connect()
         return cache
 
@@ -585,7 +596,7 @@ class VerifyCache(_Store):
 
     def put_keypoints(self, params: str, path: str, size: int, mtime: float, kp: StoredKeypoints) -> None:
         """Remember the keypoints of a file (written with the next :meth:`flush`)."""
-        if not self.enabled or not storable(path):
+        if not self.enabled or self.read_only or not storable(path):
             return
         pts = np.ascontiguousarray(kp.points, dtype="<f4").tobytes()
         desc = np.ascontiguousarray(kp.descriptors, dtype=np.uint8).tobytes()
@@ -639,7 +650,7 @@ class VerifyCache(_Store):
 
     def put_decision(self, params: str, a: str, b: str, evidence: str) -> None:
         """Remember one pair's decision (written with the next :meth:`flush`)."""
-        if not self.enabled or not (storable(a) and storable(b)):
+        if not self.enabled or self.read_only or not (storable(a) and storable(b)):
             return
         with self._lock:
             self._decisions.append((params, a, b, evidence, _decision_checksum(params, a, b, evidence)))
@@ -676,7 +687,7 @@ class VerifyCache(_Store):
 
     def put_facts(self, params: str, rows: Iterable[tuple[str, int, float, str]]) -> None:
         """Remember the facts (JSON text) of files given as (path, size, mtime, value), in one transaction."""
-        if not self.enabled:
+        if not self.enabled or self.read_only:
             return
         values = [
             (params, path, size, mtime, value, _facts_checksum(params, path, size, mtime, value))
@@ -715,7 +726,7 @@ class VerifyCache(_Store):
 
     def put_candidates(self, key: str, pairs: np.ndarray) -> None:
         """Remember the candidate pairs of one extractor's neighbour search (only the latest few are kept)."""
-        if not self.enabled:
+        if not self.enabled or self.read_only:
             return
         blob = np.ascontiguousarray(pairs, dtype="<i4").tobytes()
         try:

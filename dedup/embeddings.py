@@ -66,6 +66,14 @@ class Embeddings:
         )
         return Embeddings(np.concatenate([self.vectors, other.vectors]), mirrored, views)
 
+    def take(self, rows: np.ndarray | list[int]) -> Embeddings:
+        """The rows ``rows`` (an index array) of every view, as new embeddings."""
+        rows = np.asarray(rows, dtype=np.int64)
+        mirrored = None if self.mirrored is None else np.asarray(self.mirrored[rows])
+        return Embeddings(
+            np.asarray(self.vectors[rows]), mirrored, tuple((n, np.asarray(v[rows])) for n, v in self.views)
+        )
+
     @property
     def view_names(self) -> tuple[str, ...]:
         """Names of the views :meth:`match` reports: ``identity``, ``hflip`` (the mirror), then ``views``."""

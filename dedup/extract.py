@@ -110,6 +110,15 @@ class FeatureSet:
     stats: ExtractStats
     seconds: dict[str, float]
 
+    def subset(self, rows: Sequence[int]) -> FeatureSet:
+        """The images ``rows`` (indices into ``images``) with their vectors; the rest stays the same."""
+        index = np.asarray(rows, dtype=np.int64)
+        return replace(
+            self,
+            images=[self.images[i] for i in rows],
+            all_embeddings=[e.take(index) for e in self.all_embeddings],
+        )
+
     @property
     def extractor(self) -> Extractor:
         """The first extractor: its similarity is the one reported, and ``similar``/``tune`` rank by it."""
@@ -129,6 +138,7 @@ def collect_features(
     progress: ProgressFn | None = None,
     warn: WarnFn | None = None,
     first_only: bool = False,
+    extractors: Sequence[Extractor] | None = None,
 ) -> FeatureSet:
     """Discover the images under ``paths`` and get their features, through the feature cache.
 
@@ -136,6 +146,8 @@ def collect_features(
     (``first_only``: only the first configured extractor, which they rank by). Unchanged files are read from
     the cache (``cache.enabled``, ``cache.dir``) without being decoded; when every file is cached no model
     is loaded (TensorFlow is not imported). Reads files, never modifies anything but the cache.
+    ``extractors`` made beforehand from ``config.features`` (a server keeps its models loaded) are used
+    instead of new ones.
 
     Raises:
         InputError: a path does not exist.
@@ -147,7 +159,8 @@ def collect_features(
     for path in paths:  # cheap checks first: a typo in a path must not wait for TensorFlow
         stat_root(path)
     # Weights before the walk: a missing weights file should fail before a long walk over the folders.
-    extractors = make_extractors(config.features, warn=warn, lazy=True)
+    if extractors is None:
+        extractors = make_extractors(config.features, warn=warn, lazy=True)
     if config.features.rotations == AUTO:
         config = replace(
             config, features=replace(config.features, rotations=rotations_wanted(config, extractors))

@@ -320,3 +320,89 @@ def graph_from_pairs(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray,
     if n < 2 or len(rows) == 0:
         return sp.csr_matrix((n, n), dtype=np.float64)
     return _symmetric(*_edges_within(embeddings, rows, cols, eps), n)
+
+
+def nearest(
+    base: Embeddings,
+    queries: Embeddings,
+    *,
+    k: int,
+    eps: float,
+    forest: Any = None,
+    forest_rows: int = 0,
+    search_k: int = -1,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each query image's ``k`` nearest images of ``base`` within ``eps``: the query side of
+    :func:`neighbour_graph`, for images that are not part of ``base`` (a saved index's new images).
+
+    The first ``forest_rows`` rows of ``base`` are searched with the Annoy ``forest`` built over them
+    (queried with every view of the query: itself, its mirror image, rotations), the other rows -- or all
+    of them without a forest -- exactly, by the best similarity of any query view to their vectors, as
+    :func:`neighbour_graph` does up to :data:`EXACT_MAX` images. Every candidate's similarity is then
+    computed exactly with :meth:`Embeddings.similarity` and those within ``eps`` are kept, the ``k`` most
+    similar (ties by row).
+
+    Args:
+        base: the indexed images' vectors (may be memory-mapped).
+        queries: the query images' vectors, with the same views as ``base``.
+        k: neighbours kept per query.
+        eps: cosine-distance radius, ``1 - threshold_similarity``.
+        forest: an Annoy forest over ``base.vectors[:forest_rows]``, or None.
+        forest_rows: rows of ``base`` the forest holds.
+        search_k: Annoy nodes inspected per query; -1 = Annoy's default.
+
+    Returns:
+        One ``(rows, distances)`` per query: int64 rows of ``base`` and float64 cosine distances, nearest
+        first.
+    """
+    n = len(base)
+    start = forest_rows if forest is not None else 0
+    floor = float(to_similarity(eps)) - 2 * TOLERANCE
+    out = []
+    q_views = [queries.vectors] + [v for _, v in queries.other_views()]
+    step = max(1, _EXACT_BLOCK // max(1, base.vectors.shape[1]))  # base rows compared at once
+    for q in range(len(queries)):
+        found: list[np.ndarray] = []
+        if forest is not None and forest_rows > 0:
+            hits: list[int] = []
+            for vecs in q_views:
+                hits += forest.get_nns_by_vector(vecs[q], min(k, forest_rows), search_k)
+            found.append(np.fromiter(hits, dtype=np.int64))
+        for lo in range(start, n, step):
+            hi = min(n, lo + step)
+            block = np.asarray(base.vectors[lo:hi])
+            best = block @ q_views[0][q]
+            for vecs in q_views[1:]:
+                np.maximum(best, block @ vecs[q], out=best)
+            within = np.flatnonzero(best >= floor)
+            if len(within) > k:
+                within = within[np.argpartition(-best[within], k - 1)[:k]]
+            found.append(within + lo)
+        rows = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+        if len(rows) == 0:
+            out.append((rows, np.empty(0, dtype=np.float64)))
+            continue
+        local = base.take(rows).concat(queries.take([q]))
+        sim, _ = local.similarity(np.arange(len(rows)), np.full(len(rows), len(rows)))
+        dist = np.asarray(to_distance(sim), dtype=np.float64)
+        dist[dist < TOLERANCE] = 0.0
+        keep = np.flatnonzero(dist <= eps + TOLERANCE)
+        order = keep[np.lexsort((rows[keep], dist[keep]))][:k]
+        out.append((rows[order], dist[order]))
+    return out
+
+
+def load_index(path: Path, dim: int) -> Any:
+    """An Annoy forest saved with ``save`` (angular metric, ``dim`` dimensions), memory-mapped.
+
+    Raises:
+        DedupError: the file cannot be loaded as such a forest.
+    """
+    from annoy import AnnoyIndex
+
+    index = AnnoyIndex(dim, "angular")
+    try:
+        index.load(str(path))
+    except Exception as e:  # annoy raises plain Exception / OSError
+        raise DedupError(f"cannot load the Annoy index {path}: {e}") from e
+    return index

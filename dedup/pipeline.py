@@ -166,6 +166,21 @@ def find_duplicates(
     config = config or Config()
     roots = scan_roots(paths, config)  # with the reference and --across folders
     feats = collect_features(roots, config, exclude=exclude, progress=progress, warn=warn)
+    return duplicates_of(feats, config, progress=progress, warn=warn)
+
+
+def duplicates_of(
+    feats: FeatureSet,
+    config: Config | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
+) -> ScanResult:
+    """The second half of :func:`find_duplicates`: the duplicate groups of images whose features are known
+    (candidates, decisions, DBSCAN, chaining guard, keep policy), honouring the ignore list and
+    ``cluster.across``. :mod:`dedup.saved_index` groups the new images of an index update with it.
+    """
+    config = config or feats.config
     extractors, images = feats.extractors, feats.images
     seconds = dict(feats.seconds)
     verify = verification_enabled(config, extractors)
@@ -186,7 +201,7 @@ def find_duplicates(
             apart=ignored,
         )
     return ScanResult(
-        paths=[os.path.abspath(p) for p in roots],
+        paths=list(feats.paths),
         images=images,
         embeddings=feats.embeddings,
         skipped=feats.skipped,

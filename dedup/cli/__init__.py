@@ -2,7 +2,8 @@
 
 One module per command family (Typer's ``add_typer``): :mod:`~dedup.cli.scan`, :mod:`~dedup.cli.curate`
 (prune, group, undo), :mod:`~dedup.cli.explore` (similar, evaluate, tune), :mod:`~dedup.cli.cache`,
-:mod:`~dedup.cli.ignore`, :mod:`~dedup.cli.review`;
+:mod:`~dedup.cli.ignore`, :mod:`~dedup.cli.review`, :mod:`~dedup.cli.index` (index build|update|info,
+assign, serve);
 what they share is in :mod:`~dedup.cli.common`.
 
 Exit codes: 0 success (duplicates or not), 1 bad input / failed operation (one ``Error: ...`` line on
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 
 from dedup import __version__
-from dedup.cli import cache, curate, explore, ignore, review, scan
+from dedup.cli import cache, curate, explore, ignore, index, review, scan
 from dedup.cli.common import quiet_pillow, quiet_tensorflow, safe_streams
 
 app = typer.Typer(
@@ -31,6 +32,8 @@ app.add_typer(scan.app)
 app.add_typer(curate.app)
 app.add_typer(explore.app)
 app.add_typer(review.app)
+app.add_typer(index.app)
+app.add_typer(index.index_app, name="index")
 app.add_typer(cache.app, name="cache")
 app.add_typer(ignore.app, name="ignore")
 
