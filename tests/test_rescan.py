@@ -10,8 +10,15 @@ from PIL import Image
 
 from dedup import find_duplicates, load_config
 from dedup import pipeline as pipeline_module
+from dedup.config import Config
 
 from imagegen import make_photo, studio_photo, write_verify_dataset
+
+
+def _cached(tmp_path: Path, **overrides) -> Config:
+    """The default configuration with a feature cache of this test's own (other tests' copies of the same
+    generated images would be found in a shared one by content)."""
+    return load_config(overrides={"cache.dir": str(tmp_path / "cache"), **overrides})
 
 
 def _groups(result) -> set[frozenset[str]]:
@@ -34,7 +41,7 @@ def facts_read(monkeypatch) -> list[str]:
 
 def test_a_warm_rescan_decodes_nothing_computes_no_keypoints_and_verifies_no_pair(tmp_path, facts_read):
     truth = write_verify_dataset(tmp_path / "photos")
-    config = load_config()  # the default: phash+thumb+color, verified, cache on (a private folder in tests)
+    config = _cached(tmp_path)  # the default: phash+thumb+color, verified, cache on
     cold = find_duplicates([truth["root"]], config)
     assert cold.verified and cold.verifier.stats["matched"] > 0 and cold.verifier.store.computed > 0
     assert cold.sources.extracted == 12 and len(facts_read) == 7  # the one group's members
@@ -53,7 +60,7 @@ def test_a_warm_rescan_decodes_nothing_computes_no_keypoints_and_verifies_no_pai
 
 def test_new_images_cost_work_for_themselves_and_are_grouped(tmp_path):
     truth = write_verify_dataset(tmp_path / "photos")
-    config = load_config()
+    config = _cached(tmp_path)
     cold = find_duplicates([truth["root"]], config)
     root = Path(truth["root"])
     shutil.copy(truth["original"], root / "zz-copy.jpg")
@@ -72,11 +79,11 @@ def test_new_images_cost_work_for_themselves_and_are_grouped(tmp_path):
 
 def test_changed_verify_settings_recheck_pairs_but_reuse_keypoints(tmp_path):
     truth = write_verify_dataset(tmp_path / "photos")
-    find_duplicates([truth["root"]], load_config())
-    stricter = find_duplicates([truth["root"]], load_config(overrides={"verify.min_inliers": 40}))
+    find_duplicates([truth["root"]], _cached(tmp_path))
+    stricter = find_duplicates([truth["root"]], _cached(tmp_path, **{"verify.min_inliers": 40}))
     assert stricter.verifier.store.computed == 0  # keypoints depend on image_size / max_keypoints only
     assert stricter.verifier.stats["matched"] > 0 and stricter.verifier.stats["reused"] == 0
-    resized = find_duplicates([truth["root"]], load_config(overrides={"verify.image_size": 256}))
+    resized = find_duplicates([truth["root"]], _cached(tmp_path, **{"verify.image_size": 256}))
     assert resized.verifier.store.computed > 0
 
 
@@ -129,7 +136,7 @@ def test_decisions_do_not_depend_on_thread_timing(tmp_path, monkeypatch):
 
 def test_a_candidate_set_is_reused_only_for_the_same_images(tmp_path):
     truth = write_verify_dataset(tmp_path / "photos")
-    config = load_config()
+    config = _cached(tmp_path)
     calls: list[int] = []
     real = pipeline_module.neighbour_graph
 
