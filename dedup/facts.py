@@ -32,9 +32,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+
+from dedup.images import open_regular
 
 #: The IJG standard luminance quantisation table (quality 50), natural order; Pillow's quantisation tables
 #: are in natural order too (only their sum is used, so the order does not matter).
@@ -195,10 +198,8 @@ def _xmp_derived(im: Image.Image) -> bool:
     return any(mark in xmp for mark in ("DerivedFrom", 'stEvt:action="converted"', "photoshop:History"))
 
 
-def _webp_lossless(path: str) -> bool:
-    """A WebP file whose image is coded losslessly (a ``VP8L`` chunk, not ``VP8 ``)."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 12)
+def _webp_lossless(head: bytes) -> bool:
+    """A WebP file (whose first bytes are ``head``) coded losslessly (a ``VP8L`` chunk, not ``VP8 ``)."""
     lossless, lossy = head.find(b"VP8L"), head.find(b"VP8 ")
     return lossless != -1 and (lossy == -1 or lossless < lossy)
 
@@ -211,55 +212,64 @@ def read_facts(path: str, *, max_pixels: int) -> ImageFacts:
         max_pixels: lossless files with more pixels are not decoded for the block-grid check.
     """
     try:
-        with Image.open(path) as im:
-            fmt = im.format
-            mode = im.mode
-            try:
-                exif = im.getexif()
-            except Exception:  # noqa: BLE001 - a damaged EXIF block is not worth failing over
-                exif = Image.Exif()
-            edited = (
-                _software_edits(exif.get(_SOFTWARE))
-                or _software_edits(exif.get(_PROCESSING_SOFTWARE))
-                or _software_edits(im.info.get("Software"))
-                or _xmp_derived(im)
-            )
-            quality = None
-            if fmt in ("JPEG", "MPO"):
-                tables = getattr(im, "quantization", None) or {}
-                if 0 in tables:
-                    quality = estimate_quality(tables[0])
-            lossless = fmt in _LOSSLESS_FORMATS and mode not in ("P", "PA")
-            if fmt == "TIFF" and im.info.get("compression") in ("jpeg", "tiff_jpeg"):
-                lossless = False
-            if fmt == "WEBP":
-                lossless = _webp_lossless(path) and mode not in ("P", "PA")
-            camera = bool(exif.get(_MAKE) or exif.get(_MODEL)) and fmt not in _CAMERA_FORMATS
-            converted = recompressed = False
-            w, h = im.size
-            if lossless:
-                converted = camera
-                if not converted and min(w, h) >= GRID_MIN_SIDE and w * h <= max_pixels:
-                    im.load()
-                    converted = grid_ratio(im) >= GRID_RATIO
-            elif (
-                quality is not None
-                and quality >= RECOMPRESSED_MIN_QUALITY
-                and min(w, h) >= RECOMPRESSED_MIN_SIDE
-                and w * h <= max_pixels
-            ):
-                im.load()
-                recompressed = grid_ratio(im) >= RECOMPRESSED_RATIO
-            return ImageFacts(
-                format=fmt,
-                quality=quality,
-                lossless=lossless and not converted,
-                derived=edited or converted or camera or recompressed,
-                grayscale=mode in _GRAY_MODES,
-                recompressed=recompressed if quality is not None else None,
-            )
+        # opened like every read of a scanned file: a FIFO or device swapped in is refused, never read
+        with open_regular(path) as f:
+            head = f.read(1 << 12)
+            f.seek(0)
+            return _facts_of(f, head, max_pixels)
     except Exception:  # noqa: BLE001 - Pillow raises many types for damaged files; facts stay unknown
         return ImageFacts()
+
+
+def _facts_of(f: BinaryIO, head: bytes, max_pixels: int) -> ImageFacts:
+    """:func:`read_facts` of an open file whose first bytes are ``head``."""
+    with Image.open(f) as im:
+        fmt = im.format
+        mode = im.mode
+        try:
+            exif = im.getexif()
+        except Exception:  # noqa: BLE001 - a damaged EXIF block is not worth failing over
+            exif = Image.Exif()
+        edited = (
+            _software_edits(exif.get(_SOFTWARE))
+            or _software_edits(exif.get(_PROCESSING_SOFTWARE))
+            or _software_edits(im.info.get("Software"))
+            or _xmp_derived(im)
+        )
+        quality = None
+        if fmt in ("JPEG", "MPO"):
+            tables = getattr(im, "quantization", None) or {}
+            if 0 in tables:
+                quality = estimate_quality(tables[0])
+        lossless = fmt in _LOSSLESS_FORMATS and mode not in ("P", "PA")
+        if fmt == "TIFF" and im.info.get("compression") in ("jpeg", "tiff_jpeg"):
+            lossless = False
+        if fmt == "WEBP":
+            lossless = _webp_lossless(head) and mode not in ("P", "PA")
+        camera = bool(exif.get(_MAKE) or exif.get(_MODEL)) and fmt not in _CAMERA_FORMATS
+        converted = recompressed = False
+        w, h = im.size
+        if lossless:
+            converted = camera
+            if not converted and min(w, h) >= GRID_MIN_SIDE and w * h <= max_pixels:
+                im.load()
+                converted = grid_ratio(im) >= GRID_RATIO
+        elif (
+            quality is not None
+            and quality >= RECOMPRESSED_MIN_QUALITY
+            and min(w, h) >= RECOMPRESSED_MIN_SIDE
+            and w * h <= max_pixels
+        ):
+            im.load()
+            recompressed = grid_ratio(im) >= RECOMPRESSED_RATIO
+        return ImageFacts(
+            format=fmt,
+            quality=quality,
+            lossless=lossless and not converted,
+            derived=edited or converted or camera or recompressed,
+            grayscale=mode in _GRAY_MODES,
+            recompressed=recompressed if quality is not None else None,
+        )
 
 
 def read_all(paths: Sequence[str], *, max_pixels: int) -> list[ImageFacts]:

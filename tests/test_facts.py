@@ -90,6 +90,24 @@ def test_unreadable_files_have_unknown_facts(tmp_path: Path) -> None:
     assert read_facts(str(tmp_path / "missing.jpg"), max_pixels=MAX).format is None
 
 
+def test_a_fifo_swapped_in_for_a_grouped_image_is_not_read(tmp_path: Path) -> None:
+    """Facts are read after decoding; a FIFO put in the file's place meanwhile must not block the scan."""
+    import os
+    import threading
+
+    fifo = tmp_path / "swapped.jpg"
+    os.mkfifo(fifo)
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(read_facts(str(fifo), max_pixels=MAX)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # unblock the reader before failing
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("read_facts blocked on a FIFO")
+    assert found == [read_facts(str(tmp_path / "missing.jpg"), max_pixels=MAX)]
+
+
 @pytest.fixture
 def copies(tmp_path: Path) -> Path:
     """One original (JPEG q75) and its degraded copies, with names that sort before the original's."""
