@@ -66,6 +66,11 @@ class Embeddings:
         )
         return Embeddings(np.concatenate([self.vectors, other.vectors]), mirrored, views)
 
+    def subset(self, rows: np.ndarray) -> Embeddings:
+        """The rows ``rows`` (int indices) of every view, as a new :class:`Embeddings` (copies)."""
+        mirrored = None if self.mirrored is None else self.mirrored[rows]
+        return Embeddings(self.vectors[rows], mirrored, tuple((n, v[rows]) for n, v in self.views))
+
     @property
     def view_names(self) -> tuple[str, ...]:
         """Names of the views :meth:`match` reports: ``identity``, ``hflip`` (the mirror), then ``views``."""
