@@ -693,6 +693,45 @@ def scale_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_partitions() -> dict[str, Any]:
+    """The partitioned path (dedup.shards, 16 partitions) against the single index on the same synthetic
+    vectors, one fresh process each (peak RSS): 100k vectors, and 1M with --full."""
+    import subprocess
+
+    sizes = [100_000] + ([1_000_000] if OPTIONS["full"] else [])
+    rows = []
+    for n in sizes:
+        for extra in (["--partitions", "16"], []):
+            proc = subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "scale.py"), str(n), *extra],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-2000:])
+            row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": _load()}
+            row.setdefault("partitions", 1)
+            rows.append(row)
+            print(f"partitions: {row}", file=sys.stderr)
+    return {"rows": rows}
+
+
+def partitions_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| vectors | partitions | border images | largest partition | total s | peak RSS MB | planted pairs | "
+        "recall | precision | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['n']:,} | {r['partitions']} | {r.get('border_images', 0):,} | "
+            f"{r.get('largest_partition', r['n']):,} | {r['seconds_total']} | {r['peak_rss_mb']:.0f} | "
+            f"{r['planted_pairs']:,} | {r['recall']} | {r['precision']} | {r['load']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------ peers
 
 
@@ -813,6 +852,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, An
     "peers": (bench_peers, peers_markdown),
     "cache": (bench_cache, cache_markdown),
     "scale": (bench_scale, scale_markdown),
+    "partitions": (bench_partitions, partitions_markdown),
     "extract": (bench_extract, extract_markdown),
 }
 

@@ -13,9 +13,10 @@ What runs where:
 * **Partition tasks** (``scale.partitions`` > 1): one Ray task per partition runs
   :func:`dedup.shards.search_partition` (neighbour graphs and keypoint verification of its images).
 
-Failures: Ray restarts a dead actor and retries its tasks; when a node dies with blocks not yet fetched,
-the driver sends the files that have no result again (``ray.retries`` times), so no image is lost, and a
-file whose result arrives twice is taken once. Connecting checks the address first (one TCP connect with
+Failures: when an actor or its node dies, the pass over the files stops and the driver sends the files that
+have no result yet again, to a new actor pool on the nodes that are left (``ray.retries`` times), so no image
+is lost, and a file whose result arrives twice is taken once (a dead actor is not restarted in place: that
+would wait for a node that may never come back). Connecting checks the address first (one TCP connect with
 ``ray.timeout``), so a wrong address is one error line, never a hang.
 
 ``import dedup.distributed`` does not import Ray; :func:`connect` does, and says how to install it.
@@ -131,17 +132,21 @@ class RaySession:
                 fn_constructor_args=(files_ref, list(extractors), [list(v) for v in layouts], config),
                 batch_size=size,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=min(actors, blocks)),
+                # From one actor up to the plan: a pass after a lost node starts on what is left.
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, blocks))),
                 num_cpus=1,
                 num_gpus=gpus,
+                max_restarts=0,  # a dead actor's block fails at once and is sent again (never waits for a node)
             )
             try:
                 for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     positions, embedded = _unpack(out, len(extractors))
                     pending.difference_update(positions)
                     yield positions, embedded
-            except ray.exceptions.RayError as e:  # a node lost with blocks on it: send what is missing
+            except _lost(ray) as e:  # a node or worker died with blocks on it: send what is missing again
                 failure = e
+            except Exception as e:  # dedup's own code failed on the cluster (or cannot be imported there)
+                raise EngineError(f"extraction failed on the Ray cluster: {_first_line(e)}") from e
             if not pending:
                 return
         raise EngineError(
@@ -225,6 +230,18 @@ def _unpack(out: dict[str, np.ndarray], n_extractors: int) -> tuple[list[int], E
             reasons=reasons,
             vectors=[np.asarray(out[f"v{e}"], dtype=np.float32)[ok] for e in range(n_extractors)],
         ),
+    )
+
+
+def _lost(ray: Any) -> tuple[type[BaseException], ...]:
+    """The Ray errors that mean work was lost with a process or node (worth sending again)."""
+    ex = ray.exceptions
+    return (
+        ex.ObjectLostError,
+        ex.ActorDiedError,
+        ex.NodeDiedError,
+        ex.WorkerCrashedError,
+        ex.ActorUnavailableError,
     )
 
 

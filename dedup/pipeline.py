@@ -357,7 +357,7 @@ def _partitioned(
     seconds["verify"] = time.perf_counter() - t0
     if scale is not None:
         scale.update(
-            partitions=len(parts.members),
+            partitions=parts.count,
             border_images=parts.border,
             largest_partition=parts.largest,
             candidates=proposed,

@@ -46,7 +46,8 @@ class Partitions:
     """Which images each partition holds.
 
     Attributes:
-        members: per partition, the sorted global indices of its images (int64 arrays).
+        members: per partition (centroid), the sorted global indices of its images (int64 arrays; empty
+            when no image is nearest to that centroid).
         centroids: float32 of shape (N, dim), L2-normalised.
         border: images put in a second partition because they lie near a boundary.
     """
@@ -54,6 +55,11 @@ class Partitions:
     members: list[np.ndarray]
     centroids: np.ndarray
     border: int
+
+    @property
+    def count(self) -> int:
+        """Partitions that hold images."""
+        return sum(1 for m in self.members if len(m))
 
     @property
     def largest(self) -> int:
@@ -68,7 +74,7 @@ def partition_images(
 
     Args:
         embeddings: the first extractor's vectors, shape (n_images, dim), L2-normalised, with their views.
-        n_partitions: wanted number of partitions (at most the number of images; empty ones are dropped).
+        n_partitions: wanted number of partitions (at most the number of images).
         sample: images k-means is fitted on (a random sample when there are more).
         border: cosine-similarity margin to the second-nearest centroid below which an image is in both.
         seed: seed of the sample and of k-means.
@@ -109,8 +115,7 @@ def partition_images(
             owners.append(np.stack([rows, nearest], axis=1))
     pairs = np.unique(np.concatenate(owners).astype(np.int64), axis=0)  # sorted by partition, then image
     members = [pairs[pairs[:, 1] == p, 0] for p in range(k)]
-    kept = [m for m in members if len(m)]
-    return Partitions(members=kept, centroids=centroids, border=border_images)
+    return Partitions(members=members, centroids=centroids, border=border_images)
 
 
 @dataclass
@@ -207,6 +212,8 @@ def works(
 ) -> Iterable[PartitionWork]:
     """The :class:`PartitionWork` of every partition, made one at a time (each holds copies of its rows)."""
     for members in partitions.members:
+        if not len(members):
+            continue
         yield PartitionWork(
             indices=members,
             images=[images[i] for i in members.tolist()],

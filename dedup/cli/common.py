@@ -355,6 +355,41 @@ def scan_overrides(
     }
 
 
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="Where decoding, extraction and the partitions run: local, or ray (a Ray cluster, see "
+        "--ray-address; pip install 'dedup[ray]'). [default: local]",
+        show_default=False,
+    ),
+]
+PartitionsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--partitions",
+        help="Partitioned duplicate search: k-means splits the images into N partitions searched one by "
+        "one (ray: as Ray tasks), bounding the memory of one index. [default: 1 = one index]",
+        min=1,
+        show_default=False,
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster for --engine ray: auto (RAY_ADDRESS, or the cluster of `ray start` on this "
+        "machine) or HOST:PORT of its head. [default: auto]",
+        show_default=False,
+    ),
+]
+
+
+def scale_overrides(engine: str | None, partitions: int | None, ray_address: str | None) -> dict[str, Any]:
+    """The config overrides of --engine, --partitions and --ray-address."""
+    return {"scale.engine": engine, "scale.partitions": partitions, "ray.address": ray_address}
+
+
 ToOpt = Annotated[
     Path | None,
     typer.Option(

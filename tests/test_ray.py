@@ -1,0 +1,267 @@
+"""The Ray engine on a real local cluster: a head and two worker nodes started by ``ray start`` on a loopback
+address of this machine, torn down (every process they started) at the end.
+
+Ray replaces 127.0.0.1 by the machine's outward address (``resolve_ip_for_localhost``), so the nodes use
+127.0.0.2, another loopback address.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dedup import load_config
+from dedup.errors import EngineError
+from dedup.pipeline import find_duplicates
+from helpers import ROOT
+from imagegen import write_families
+
+ray = pytest.importorskip("ray", reason="the Ray engine tests need the ray extra (pip install -e '.[dev]')")
+
+HOST = "127.0.0.2"
+MARK = "DEDUP_TEST_RAY_NODE"  # every process of a node inherits it: how teardown finds them all
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _node_pids(tag: str) -> list[int]:
+    """Processes of this user whose environment carries ``MARK=tag``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"{MARK}={tag}".encode() in env:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill(tag: str) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _node_pids(tag):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while _node_pids(tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+class Cluster:
+    """A head (1 CPU) and two worker nodes (2 CPUs each) on ``HOST``."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="dr", dir="/tmp")  # short: Ray's socket paths have a length limit
+        self.port = _free_port()
+        self.address = f"{HOST}:{self.port}"
+        self.run = Path(self.dir).name
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+        self.token = Path(self.dir) / "auth_token"  # the cluster's own token, not ~/.ray/auth_token
+        self.token.write_text(secrets.token_hex(32))
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token)}
+
+    def env(self, tag: str) -> dict[str, str]:
+        path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        extra = {"PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0", MARK: f"{self.run}-{tag}"}
+        return {**os.environ, **self.auth, **extra}
+
+    def start(self, tag: str, *args: str) -> None:
+        log = open(Path(self.dir) / f"{tag}.log", "wb")  # noqa: SIM115 (closed with the process)
+        self.procs[tag] = subprocess.Popen(
+            [RAY, "start", "--block", "--node-ip-address", HOST, "--disable-usage-stats", *args],
+            env=self.env(tag),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def up(self) -> None:
+        client = str(_free_port())
+        head = ["--head", "--port", str(self.port), "--num-cpus", "1", "--temp-dir", self.dir]
+        self.start("head", *head, "--include-dashboard", "false", "--ray-client-server-port", client)
+        self._wait(lambda: _reachable(HOST, self.port), "the head")
+        for tag in ("w1", "w2"):
+            self.start(tag, "--address", self.address, "--num-cpus", "2")
+        self._wait(lambda: self.alive_nodes() == 3, "three nodes")
+
+    def alive_nodes(self) -> int:
+        code = (
+            "import ray; ray.init(address=%r, logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))" % self.address
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=self.env("probe"), capture_output=True, text=True, timeout=60
+        )
+        lines = out.stdout.strip().splitlines()
+        return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+    def kill_node(self, tag: str) -> None:
+        _kill(f"{self.run}-{tag}")
+
+    def down(self) -> None:
+        for tag in ("w1", "w2", "head", "probe"):
+            self.kill_node(tag)
+        for proc in self.procs.values():
+            proc.wait(timeout=10)
+
+    @staticmethod
+    def _wait(ready: Any, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the test Ray cluster did not start ({what}) within {timeout} s")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _refresh_ray_config() -> None:
+    """Make this process's Ray read RAY_AUTH_MODE and the token path again (it caches its config, as Ray's
+    own ``_enable_token_auth`` knows)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    loader = AuthenticationTokenLoader.instance()
+    if hasattr(loader, "reset_cache"):
+        loader.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    saved = {k: os.environ.get(k) for k in c.auth}
+    os.environ.update(c.auth)  # this process (the driver) authenticates with the cluster's token too
+    _refresh_ray_config()
+    try:
+        c.up()
+        yield c
+    finally:
+        c.down()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _refresh_ray_config()
+        assert not any(_node_pids(f"{c.run}-{tag}") for tag in ("w1", "w2", "head", "probe"))
+
+
+def _config(cache: Path, **overrides: Any) -> Any:
+    return load_config(
+        overrides={"features.extractor": "phash+thumb+color", "cache.dir": str(cache), **overrides}
+    )
+
+
+def _groups(result: Any) -> list[list[str]]:
+    return sorted(sorted(result.images[m].path for m in g.members) for g in result.groups)
+
+
+def _big_images(root: Path, n: int) -> None:
+    """``n`` large noise images (slow enough to decode that a block is in flight when a node dies), each
+    with a half-size JPEG copy."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for i in range(n):
+        small = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((1600, 1200), Image.Resampling.BICUBIC)
+        image.save(root / f"img{i:03d}.png")
+        image.resize((800, 600)).save(root / f"img{i:03d}-copy.jpg", quality=90)
+
+
+def test_local_and_ray_give_the_same_groups_and_the_cache_serves_a_later_local_scan(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    write_families(photos)
+    local = find_duplicates([photos], _config(tmp_path / "local-cache"))
+    remote = find_duplicates(
+        [photos], _config(tmp_path / "ray-cache", **{"scale.engine": "ray", "ray.address": cluster.address})
+    )
+    assert _groups(remote) == _groups(local) and len(local.groups) == 3
+    assert remote.sources is not None and remote.sources.extracted == len(local.images)
+    for name, emb in local.all_embeddings.items():
+        np.testing.assert_allclose(remote.all_embeddings[name].vectors, emb.vectors, atol=1e-6)
+    assert remote.scale["engine"] == "ray"
+    again = find_duplicates([photos], _config(tmp_path / "ray-cache"))  # local, on the cache Ray filled
+    assert again.sources is not None and again.sources.cached == len(local.images)
+    assert again.sources.extracted == 0
+    assert _groups(again) == _groups(local)
+
+
+def test_partitions_on_ray_and_locally_give_the_single_index_groups(cluster: Cluster, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    write_families(photos)
+    single = find_duplicates([photos], _config(tmp_path / "c"))
+    parts = {"scale.partitions": 3, "scale.border": 0.2}
+    local = find_duplicates([photos], _config(tmp_path / "c", **parts))
+    remote = find_duplicates(
+        [photos], _config(tmp_path / "c", **parts, **{"scale.engine": "ray", "ray.address": cluster.address})
+    )
+    assert _groups(local) == _groups(remote) == _groups(single)
+    assert local.scale["partitions"] == remote.scale["partitions"] > 1
+
+
+def test_a_bad_address_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    free = _free_port()  # nothing listens there
+    config = _config(
+        tmp_path / "c", **{"scale.engine": "ray", "ray.address": f"{HOST}:{free}", "ray.timeout": 5}
+    )
+    write_families(tmp_path / "photos")
+    start = time.monotonic()
+    with pytest.raises(EngineError, match=f"no Ray cluster at {HOST}:{free}"):
+        find_duplicates([tmp_path / "photos"], config)
+    assert time.monotonic() - start < 60
+
+
+def test_a_worker_killed_during_extraction_loses_and_duplicates_no_image(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    photos = tmp_path / "big"
+    _big_images(photos, 30)
+    local = find_duplicates([photos], _config(tmp_path / "local-cache"))
+    killed_at: list[int] = []
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if phase == "extract" and not killed_at and total and 0 < done < total:
+            killed_at.append(done)
+            cluster.kill_node("w1")
+
+    overrides = {"scale.engine": "ray", "ray.address": cluster.address, "ray.batch_size": 2, "ray.actors": 3}
+    remote = find_duplicates([photos], _config(tmp_path / "ray-cache", **overrides), progress=progress)
+    assert killed_at and killed_at[0] < 60, "the node was killed while images were still being extracted"
+    assert [im.path for im in remote.images] == [im.path for im in local.images]  # each image once
+    assert len(remote.images) == 60
+    for name, emb in local.all_embeddings.items():
+        np.testing.assert_allclose(remote.all_embeddings[name].vectors, emb.vectors, atol=1e-6)
+    assert _groups(remote) == _groups(local) and len(local.groups) == 30
