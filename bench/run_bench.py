@@ -719,8 +719,8 @@ def bench_partitions() -> dict[str, Any]:
 
 def partitions_markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| vectors | partitions | border images | largest partition | total s | peak RSS MB | planted pairs | "
-        "recall | precision | load |",
+        "| vectors | partitions | border images | largest partition | total s | peak RSS MB | "
+        "planted pairs | recall | precision | load |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:

@@ -131,12 +131,11 @@ def run_partitioned(n: int, seed: int, partitions: int) -> dict[str, object]:
     """The partitioned path (dedup.shards, local engine: one partition after the other in this process) on
     the same planted vectors: recall of the planted pairs, and of the pairs the single index finds."""
     from dedup.cluster import dbscan_labels, form_groups
-    from dedup.config import Config, IndexConfig, ScaleConfig
+    from dedup.config import Config, ScaleConfig
     from dedup.embeddings import Embeddings
     from dedup.shards import merge, partition_images, search_partition, works
     from dedup.verify import GRAPH_EPS, Thresholds, Verifier
 
-    cfg = IndexConfig()
     sc = ScaleConfig()
     vectors, truth = planted(n, seed)
     embeddings = Embeddings(vectors)

@@ -136,7 +136,7 @@ class RaySession:
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, blocks))),
                 num_cpus=1,
                 num_gpus=gpus,
-                max_restarts=0,  # a dead actor's block fails at once and is sent again (never waits for a node)
+                max_restarts=0,  # a dead actor's block fails at once and is sent again (no wait for a node)
             )
             try:
                 for out in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -7,6 +7,7 @@ Ray replaces 127.0.0.1 by the machine's outward address (``resolve_ip_for_localh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -25,6 +26,7 @@ import pytest
 from dedup import load_config
 from dedup.errors import EngineError
 from dedup.pipeline import find_duplicates
+
 from helpers import ROOT
 from imagegen import write_families
 
@@ -59,10 +61,8 @@ def _node_pids(tag: str) -> list[int]:
 def _kill(tag: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in _node_pids(tag):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 10
         while _node_pids(tag) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -108,8 +108,8 @@ class Cluster:
 
     def alive_nodes(self) -> int:
         code = (
-            "import ray; ray.init(address=%r, logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))" % self.address
+            f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))"
         )
         out = subprocess.run(
             [sys.executable, "-c", code], env=self.env("probe"), capture_output=True, text=True, timeout=60

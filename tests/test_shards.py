@@ -13,6 +13,7 @@ from dedup.embeddings import Embeddings, l2_normalize
 from dedup.errors import EngineError
 from dedup.pipeline import find_duplicates
 from dedup.shards import partition_images
+
 from imagegen import write_families
 
 
