@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -193,6 +194,9 @@ class _Embedder:
     def __init__(
         self, files: list[ImageFile], extractors: list[Extractor], layouts: list[_View], config: Config
     ):
+        ray = import_ray()
+        if isinstance(files, ray.ObjectRef):  # the file list is put once, not sent with every actor
+            files = ray.get(files)
         for extractor in extractors:
             ensure_loaded(extractor)
         self.files = files
@@ -246,7 +250,8 @@ def _lost(ray: Any) -> tuple[type[BaseException], ...]:
 
 
 def _first_line(e: BaseException | None) -> str:
-    text = str(e).strip().splitlines() if e is not None else []
+    """The first line of an error's message without terminal colours (Ray colours its task names)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines() if e is not None else []
     return text[0] if text else type(e).__name__
 
 
