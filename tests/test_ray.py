@@ -127,7 +127,7 @@ class Cluster:
             proc.wait(timeout=10)
 
     @staticmethod
-    def _wait(ready: Any, what: str, timeout: float = 120) -> None:
+    def _wait(ready: Any, what: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if ready():
