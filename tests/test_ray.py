@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,6 +126,7 @@ class Cluster:
             self.kill_node(tag)
         for proc in self.procs.values():
             proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     @staticmethod
     def _wait(ready: Any, what: str, timeout: float = 300) -> None:
