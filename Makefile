@@ -22,6 +22,9 @@ bench: ## benchmarks on ../shared/data; results in bench/results/ (BENCH_ARGS="-
 
 bench-peers: ## separate venv with imagededup + imagehash for the peers benchmark (not dedup dependencies)
 	test -x bench/.venv-peers/bin/python || $(PYTHON) -m venv bench/.venv-peers
+	# torch + torchvision first, as a matching pair (imagededup imports torchvision even for PHash; a mismatched
+	# pair fails with "operator torchvision::nms does not exist"); 2.14.1/0.29.1 install on this machine
+	bench/.venv-peers/bin/pip install "torch==2.14.1" "torchvision==0.29.1"
 	bench/.venv-peers/bin/pip install "imagededup>=0.3" "imagehash>=4.3"
 
 clean:

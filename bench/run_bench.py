@@ -845,11 +845,217 @@ def peers_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------ speed: the default scan
+
+
+SIGN = "sign-language-digits"
+SPEED_TARGETS = {CLOTHING: 3.0, SIGN: 3.0, "generated nd (make_nd_bench --n 500 --seed 1234)": 2.0}
+WARM_TARGET = 0.1  # warm re-scan / cold scan
+SCALE_SIZES = (2_000, 20_000)  # look-alike collections: sign-language photos and generated copies
+SCALE_COPIES = 9  # generated copies per sign-language photo
+SCALE_PER_IMAGE_TARGET = 1.5  # time per image at 20k / at 2k
+SCALE_RSS_TARGET_MB = 2048
+
+
+def _timed_process(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Wall time and peak RSS of one whole process (interpreter start and imports included)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this process's own rusage (ru_maxrss in kB on Linux)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed ({proc.returncode}): {stderr[-2000:]}")
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "stdout": stdout,
+        "stderr": stderr,
+    }
+
+
+def _dedup_scan(folder: Path, env: dict[str, str], report: Path) -> dict[str, Any]:
+    """``dedup scan FOLDER --report REPORT`` at default settings, as a user runs it."""
+    run = _timed_process([sys.executable, "-m", "dedup", "scan", str(folder), "--report", str(report)], env)
+    lines = run.pop("stderr").splitlines()
+    run["features"] = next((ln for ln in lines if ln.startswith("Features:")), "")
+    run["groups"] = json.loads(report.read_text())["stats"]["groups"]
+    run.pop("stdout")
+    return run
+
+
+def _imagededup_process(folder: Path) -> dict[str, Any] | None:
+    """imagededup PHash at its default on ``folder``, the whole process (None without bench/.venv-peers)."""
+    if not PEERS_PYTHON.exists():
+        return None
+    run = _timed_process(
+        [str(PEERS_PYTHON), str(ROOT / "bench" / "peers.py"), "imagededup", str(folder)], {**os.environ}
+    )
+    found = json.loads(run.pop("stdout").strip().splitlines()[-1])
+    run.pop("stderr")
+    run.update(tool=f"{found['tool']} {found['version']}", groups=len(found["groups"]))
+    return run
+
+
+def look_alike_set(n: int) -> Path:
+    """``n`` look-alike images: sign-language photos (100 x 100 hands on one background), each with
+    :data:`SCALE_COPIES` generated copies (re-encoded, resized, brightened, cropped, mirrored); built once
+    under bench/work and reused."""
+    import random
+
+    from PIL import Image, ImageEnhance, ImageOps
+
+    out = WORK / f"look-alike-{n}"
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    sources = sorted(p for p in (DATA / SIGN).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    originals = sources[: n // (SCALE_COPIES + 1)]
+    if len(originals) * (SCALE_COPIES + 1) < n:
+        raise RuntimeError(f"{DATA / SIGN} has too few photos for a {n}-image look-alike set")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(n)
+    for k, src in enumerate(originals):
+        with Image.open(src) as im:
+            photo = im.convert("RGB")
+        photo.save(out / f"{k:05}-0.jpg", quality=92)
+        for c in range(1, SCALE_COPIES + 1):
+            copy = photo
+            kind = c % 5
+            if kind == 0:
+                copy = ImageOps.mirror(copy)
+            elif kind == 1:
+                side = rng.randint(80, 140)
+                copy = copy.resize((side, side), Image.Resampling.BICUBIC)
+            elif kind == 2:
+                copy = ImageEnhance.Brightness(copy).enhance(rng.uniform(0.8, 1.2))
+            elif kind == 3:
+                m = rng.randint(3, 8)
+                copy = copy.crop((m, m, copy.width - m, copy.height - m))
+            copy.save(out / f"{k:05}-{c}.jpg", quality=rng.randint(55, 95))
+    done.write_text(f"{len(originals)} originals x {SCALE_COPIES + 1}\n")
+    return out
+
+
+def bench_speed() -> dict[str, Any]:
+    """dedup's default scan (cold, then warm) and imagededup PHash, whole processes one after another on the
+    same folders; then the default scan on look-alike collections of 2,000 and 20,000 images."""
+    import shutil
+    import tempfile
+
+    rows: list[dict[str, Any]] = []
+    scaling: list[dict[str, Any]] = []
+    folders = [
+        (CLOTHING, DATA / CLOTHING),
+        (SIGN, DATA / SIGN),
+        ("generated nd (make_nd_bench --n 500 --seed 1234)", nd_set(1234, 500)),
+    ]
+    with tempfile.TemporaryDirectory(prefix="dedup-bench-speed-") as tmp:
+        work = Path(tmp)
+        for name, folder in folders:
+            xdg = work / f"xdg-{len(rows)}"
+            env = {**os.environ, "XDG_CACHE_HOME": str(xdg)}
+            cold = _dedup_scan(folder, env, work / "cold.json")
+            warm = _dedup_scan(folder, env, work / "warm.json")
+            peer = _imagededup_process(folder)
+            row: dict[str, Any] = {
+                "set": name,
+                "images": _count_images(folder),
+                "cold": cold,
+                "warm": warm,
+                "imagededup": peer,
+                "cold_over_peer": round(cold["seconds"] / peer["seconds"], 2) if peer else None,
+                "cold_target": SPEED_TARGETS[name],
+                "warm_over_cold": round(warm["seconds"] / cold["seconds"], 3),
+                "warm_target": WARM_TARGET,
+                "load": _load(),
+            }
+            row["met"] = bool(
+                (row["cold_over_peer"] is None or row["cold_over_peer"] <= row["cold_target"])
+                and row["warm_over_cold"] <= WARM_TARGET
+            )
+            rows.append(row)
+            shutil.rmtree(xdg, ignore_errors=True)
+            print(f"speed: {name}: {json.dumps(row)}", file=sys.stderr)
+        for n in SCALE_SIZES:
+            folder = look_alike_set(n)
+            xdg = work / f"xdg-scale-{n}"
+            run = _dedup_scan(folder, {**os.environ, "XDG_CACHE_HOME": str(xdg)}, work / "scale.json")
+            shutil.rmtree(xdg, ignore_errors=True)
+            images = _count_images(folder)
+            scaling.append(
+                {
+                    "images": images,
+                    **run,
+                    "ms_per_image": round(1000 * run["seconds"] / images, 2),
+                    "load": _load(),
+                }
+            )
+            print(f"speed: look-alike {n}: {json.dumps(scaling[-1])}", file=sys.stderr)
+    per_image = scaling[-1]["ms_per_image"] / scaling[0]["ms_per_image"]
+    return {
+        "rows": rows,
+        "scaling": scaling,
+        "per_image_ratio": round(per_image, 2),
+        "per_image_target": SCALE_PER_IMAGE_TARGET,
+        "peak_rss_target_mb": SCALE_RSS_TARGET_MB,
+        "scaling_met": bool(
+            per_image <= SCALE_PER_IMAGE_TARGET
+            and all(s["peak_rss_mb"] < SCALE_RSS_TARGET_MB for s in scaling)
+        ),
+    }
+
+
+def _count_images(folder: Path) -> int:
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+    return sum(1 for p in folder.rglob("*") if p.suffix.lower() in exts and not p.name.startswith("."))
+
+
+def speed_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| folder | images | dedup cold s | dedup warm s | imagededup PHash s | cold / PHash (target) "
+        "| warm / cold (target) | dedup peak RSS MB | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        peer = r["imagededup"]
+        ratio = f"{r['cold_over_peer']}x (<= {r['cold_target']}x)" if peer else "– (no bench/.venv-peers)"
+        lines.append(
+            f"| {r['set']} | {r['images']} | {r['cold']['seconds']} | {r['warm']['seconds']} | "
+            f"{peer['seconds'] if peer else '–'} | {ratio} | {r['warm_over_cold']} (<= {r['warm_target']}) | "
+            f"{r['cold']['peak_rss_mb']} | {r['load']} |"
+        )
+    lines += [
+        "",
+        "| look-alike images | dedup cold s | ms / image | peak RSS MB | groups | load |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in result["scaling"]:
+        lines.append(
+            f"| {s['images']} | {s['seconds']} | {s['ms_per_image']} | {s['peak_rss_mb']} | {s['groups']} | "
+            f"{s['load']} |"
+        )
+    lines.append(
+        f"\nTime per image at {result['scaling'][-1]['images']} / at {result['scaling'][0]['images']}: "
+        f"{result['per_image_ratio']}x (target <= {result['per_image_target']}x; peak RSS < "
+        f"{result['peak_rss_target_mb']} MB)."
+    )
+    return "\n".join(lines) + "\n"
+
+
 BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
     "quality": (bench_quality, quality_markdown),
     "grouping": (bench_grouping, grouping_markdown),
     "verify": (bench_verify, verify_markdown),
     "peers": (bench_peers, peers_markdown),
+    "speed": (bench_speed, speed_markdown),
     "cache": (bench_cache, cache_markdown),
     "scale": (bench_scale, scale_markdown),
     "partitions": (bench_partitions, partitions_markdown),

@@ -10,6 +10,10 @@ Format (``features.sqlite3`` in the cache folder, SQLite in WAL mode, ``PRAGMA u
   values (``mirrored`` NULL when the scan that wrote the row had mirroring off); ``content`` is the blake2b
   (128-bit) digest of the file's bytes; ``checksum`` is a blake2b digest of every other column, so a
   garbled row is detected and treated as a miss, never returned.
+* ``keypoints(params, path, size, mtime, ...)``, ``decisions(params, a, b, evidence)``,
+  ``candidates(key, pairs)`` and ``facts(params, path, size, mtime, value)``: what the grouping stage
+  computed (:class:`VerifyCache`), keyed by every parameter that shapes it and by the files' path, size and
+  mtime, each row with its own checksum.
 
 A row is used when its extractor identity is the current one, its path, size and ``mtime_ns`` equal the
 file's, (for a mirrored scan) it holds the mirrored vector, and its checksum verifies. A file that is not
@@ -44,7 +48,7 @@ from dedup.images import open_regular
 
 WarnFn = Callable[[str], None]
 
-SCHEMA_VERSION = 3  # 2 added keypoints and decisions, 3 candidates (older files are upgraded in place)
+SCHEMA_VERSION = 4  # 2 added keypoints and decisions, 3 candidates, 4 facts (older files: upgraded in place)
 FILENAME = "features.sqlite3"
 _CHUNK = 500  # parameters per SELECT ... IN (...) (SQLite's limit is 999 on old builds)
 _BUSY_TIMEOUT_S = 30.0
@@ -203,6 +207,15 @@ CREATE TABLE IF NOT EXISTS candidates (
     pairs BLOB NOT NULL,
     checksum BLOB NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS facts (
+    params TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    value TEXT NOT NULL,
+    checksum BLOB NOT NULL,
+    PRIMARY KEY (params, path)
 );
 CREATE TABLE IF NOT EXISTS decisions (
     params TEXT NOT NULL,
@@ -501,12 +514,18 @@ def _decision_checksum(params: str, a: str, b: str, evidence: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
+def _facts_checksum(params: str, path: str, size: int, mtime: float, value: str) -> bytes:
+    text = f"{params}\0{path}\0{size}\0{mtime!r}\0{value}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
 # Candidate sets kept (one per extractor and set of images): enough for a few collections scanned in turn.
 CANDIDATE_SETS_KEPT = 32
 
 
 class VerifyCache(_Store):
-    """Keypoints and pair decisions of the verify stage, in the same file as the features.
+    """Keypoints, pair decisions, candidate pairs and file facts of the grouping stage, in the same file as
+    the features.
 
     Keypoints are keyed by ``params`` (every setting that shapes them, see
     :func:`dedup.verify.keypoint_params`) and the file's path, size and mtime; a pair decision by
@@ -628,6 +647,54 @@ class VerifyCache(_Store):
         if full:
             self.flush()
 
+    def get_facts(self, params: str, files: Sequence[tuple[str, int, float]]) -> dict[str, str]:
+        """Stored :mod:`dedup.facts` (JSON text) under ``params`` of the ``files`` (path, size, mtime) whose
+        size and mtime still match, by path."""
+        found: dict[str, str] = {}
+        wanted = {path: (size, mtime) for path, size, mtime in files if storable(path)}
+        if not self.enabled or not wanted:
+            return found
+        try:
+            with self._lock:
+                conn = self._conn()
+                for part in _chunks(list(wanted), _CHUNK):
+                    marks = ",".join("?" * len(part))
+                    rows = conn.execute(
+                        f"SELECT path, size, mtime, value, checksum FROM facts "
+                        f"WHERE params = ? AND path IN ({marks})",
+                        (params, *part),
+                    )
+                    for path, size, mtime, value, checksum in rows:
+                        if (size, mtime) == wanted[path] and checksum == _facts_checksum(
+                            params, path, size, mtime, value
+                        ):
+                            found[path] = value
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+            return {}
+        return found
+
+    def put_facts(self, params: str, rows: Iterable[tuple[str, int, float, str]]) -> None:
+        """Remember the facts (JSON text) of files given as (path, size, mtime, value), in one transaction."""
+        if not self.enabled:
+            return
+        values = [
+            (params, path, size, mtime, value, _facts_checksum(params, path, size, mtime, value))
+            for path, size, mtime, value in rows
+            if storable(path)
+        ]
+        if not values:
+            return
+        try:
+            with self._lock, self._conn() as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO facts (params, path, size, mtime, value, checksum) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+        except sqlite3.DatabaseError as e:
+            self._fail(e)
+
     def get_candidates(self, key: str) -> np.ndarray | None:
         """The candidate pairs stored under ``key`` (int64 array of shape (n_pairs, 2)), or None."""
         if not self.enabled:
@@ -746,7 +813,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version not in (0, 1, 2, SCHEMA_VERSION) or (version == 0 and tables):
+        if version not in (0, 1, 2, 3, SCHEMA_VERSION) or (version == 0 and tables):
             raise sqlite3.DatabaseError(f"not a dedup feature cache of schema {SCHEMA_VERSION}")
         if version != SCHEMA_VERSION:  # a new file, or an older version: add the tables it lacks
             conn.executescript(_SCHEMA)

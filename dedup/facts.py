@@ -63,6 +63,13 @@ RECOMPRESSED_RATIO = 1.3
 #: Smaller JPEGs are not checked for recompression (100 x 100 px camera thumbnails reach 1.36).
 RECOMPRESSED_MIN_SIDE = 128
 
+#: What the facts of a file depend on besides its bytes (the feature cache keys stored facts by it); bump the
+#: version when :func:`read_facts` changes.
+FACTS_PARAMS = (
+    f"facts/v1/grid-{GRID_RATIO}-{GRID_CLIP}-{GRID_MIN_SIDE}"
+    f"/recompressed-{RECOMPRESSED_MIN_QUALITY}-{RECOMPRESSED_RATIO}-{RECOMPRESSED_MIN_SIDE}"
+)
+
 _LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "DIB", "TIFF", "PPM", "QOI", "TGA", "SGI", "PCX", "ICO", "PSD"})
 _CAMERA_FORMATS = frozenset({"JPEG", "MPO", "TIFF"})  # formats a camera may write, with Make/Model EXIF
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})

@@ -6,10 +6,11 @@ Nothing here prints; progress and warnings go to optional callbacks.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from dedup.distributed import connect as connect_ray
 from dedup.embeddings import Embeddings, to_distance
 from dedup.errors import ConfigError, InputError
 from dedup.extract import ExtractStats, FeatureSet, cache_identity, collect_features, extract_features
+from dedup.facts import FACTS_PARAMS, ImageFacts
 from dedup.facts import read_all as read_facts
 from dedup.features import Extractor
 from dedup.ignore import PairMask, either, scan_rules
@@ -188,7 +190,7 @@ def find_duplicates(
         verify = verification_enabled(config, extractors)
         thresholds = {e.name: thresholds_for(e, config) for e in extractors}
         ignored = scan_rules(images, config, warn)
-        with opened_verify(config.cache, warn) if verify else nullcontext() as verify_cache:
+        with opened_verify(config.cache, warn) as verify_cache:
             verifier, groups, splits, images = _groups(
                 images,
                 extractors,
@@ -265,6 +267,27 @@ def combined_info(extractors: Sequence[Extractor], config: Config) -> dict[str, 
     }
 
 
+def _facts(records: Sequence[ImageRecord], config: Config, cache: VerifyCache | None) -> list[ImageFacts]:
+    """The :mod:`dedup.facts` of ``records``, from the feature cache where it holds them for the same file
+    (size and mtime), else read from the files and stored."""
+    params = f"{FACTS_PARAMS}/max-pixels-{config.decode.max_pixels}"
+    files = [(r.path, r.size, r.mtime) for r in records]
+    stored = cache.get_facts(params, files) if cache is not None else {}
+    found: dict[str, ImageFacts] = {}
+    for path, text in stored.items():
+        with suppress(TypeError, ValueError):
+            found[path] = ImageFacts(**json.loads(text))
+    missing = [r for r in records if r.path not in found]
+    read = read_facts([r.path for r in missing], max_pixels=config.decode.max_pixels)
+    found.update((r.path, f) for r, f in zip(missing, read, strict=True))
+    if cache is not None and missing:
+        cache.put_facts(
+            params,
+            [(r.path, r.size, r.mtime, json.dumps(asdict(f))) for r, f in zip(missing, read, strict=True)],
+        )
+    return [found[r.path] for r in records]
+
+
 def _groups(
     images: list[ImageRecord],
     extractors: Sequence[Extractor],
@@ -316,7 +339,7 @@ def _groups(
             verifier, images, extractors, all_embeddings, thresholds, config, seconds, progress, cache
         )
     return _grouped(
-        verifier, images, extractors, all_embeddings, thresholds, config, seconds, progress, apart
+        verifier, images, extractors, all_embeddings, thresholds, config, seconds, progress, apart, cache
     )
 
 
@@ -422,15 +445,16 @@ def _grouped(
     seconds: dict[str, float],
     progress: ProgressFn | None,
     apart: PairMask | None,
+    cache: VerifyCache | None,
 ) -> tuple[Verifier, list[Group], int, list[ImageRecord]]:
-    """DBSCAN on the verifier's duplicate graph, the facts of grouped images, the chaining guard."""
+    """DBSCAN on the verifier's duplicate graph, the facts of grouped images (cached in ``cache``), the
+    chaining guard."""
     t0 = time.perf_counter()
     graph = verifier.graph(len(images))
     labels = dbscan_labels(graph, eps=GRAPH_EPS, min_samples=config.cluster.min_samples)
     grouped = np.flatnonzero(labels >= 0).tolist()
-    facts_found = read_facts([images[i].path for i in grouped], max_pixels=config.decode.max_pixels)
     images = list(images)
-    for i, facts in zip(grouped, facts_found, strict=True):
+    for i, facts in zip(grouped, _facts([images[i] for i in grouped], config, cache), strict=True):
         images[i] = replace(images[i], **asdict(facts))
     threshold = thresholds[extractors[0].name].plain
     groups, splits = form_groups(

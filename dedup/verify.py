@@ -527,11 +527,11 @@ class Verifier:
         'Sure' and plain decisions cost nothing and are all made. Of the pairs that need keypoints, a pair is
         checked only while one of its images has had fewer than ``budget`` checks that found no duplicate
         (0 = no limit), and not when its images are already joined by accepted edges (their group is decided);
-        the others are left undecided (not edges). So at most ``budget`` x n checks are rejections, and every
-        accepted check joins two groups: about ``(budget + 1) x n`` checks in all, however alike the images
-        look. Checks run in waves of :data:`VERIFY_WAVE` pairs (a pair whose images' budget this wave's
-        earlier pairs may use up waits for the next wave); which pairs are checked depends only on earlier
-        waves' outcomes, never on thread timing.
+        the others are left undecided (not edges). Checks run in waves of :data:`VERIFY_WAVE` pairs; a pair
+        whose images this wave's earlier pairs would join if accepted, or whose budget they may use up, waits
+        for the next wave. So at most ``budget`` x n checks are rejections and every accepted check joins two
+        groups: at most ``(budget + 1) x n`` checks in all, however alike the images look. Which pairs are
+        checked depends only on earlier waves' outcomes, never on thread timing.
         """
         self._decide(_keys(pairs), budget=budget, progress=progress)
 
@@ -599,20 +599,26 @@ class Verifier:
             wave: list[int] = []
             deferred: list[int] = []
             chosen: dict[int, int] = {}  # image -> pairs of this wave it takes part in
+            linking = _UnionFind()  # the groups this wave's pairs join if they are accepted
             while remaining and len(wave) < VERIFY_WAVE:
                 k = remaining.popleft()
                 i, j = todo[k]
-                if budget is not None and joined.find(i) == joined.find(j):
+                gi, gj = (joined.find(i), joined.find(j)) if budget is not None else (i, j)
+                if budget is not None and gi == gj:
                     self.stats["already_joined"] += 1
                     settled += 1
                 elif budget and rejected.get(i, 0) >= budget and rejected.get(j, 0) >= budget:
                     self.stats["over_budget"] += 1
                     settled += 1
+                elif budget is not None and linking.find(gi) == linking.find(gj):
+                    deferred.append(k)  # this wave's pairs may join its images' groups already
                 elif budget and all(rejected.get(x, 0) + chosen.get(x, 0) >= budget for x in (i, j)):
                     deferred.append(k)  # its images' earlier checks in this wave may yet find duplicates
                 else:
                     wave.append(k)
                     chosen[i], chosen[j] = chosen.get(i, 0) + 1, chosen.get(j, 0) + 1
+                    if budget is not None:
+                        linking.union(gi, gj)
             self._run_wave(wave, todo, outcome)
             for k in wave:
                 i, j = todo[k]

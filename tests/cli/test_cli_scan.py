@@ -149,3 +149,26 @@ def test_no_recursive_and_threshold_flags_reach_the_pipeline(cli, data):
 def test_help_is_fast_and_does_not_import_tensorflow():
     code = "import sys; from dedup.cli import app; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_progress_without_a_terminal_prints_each_phase_once_and_the_map_only_for_html(cli, data, tmp_path):
+    root = Path(data["root"])
+    lines = {}
+    for fmt in ("json", "html"):
+        result = cli("scan", str(root), "--report", str(tmp_path / f"r.{fmt}"))
+        assert result.exit_code == 0, result.output
+        lines[fmt] = [line for line in result.stderr.splitlines() if " done in " in line]
+        phases = [line.split(":")[0] for line in lines[fmt]]
+        assert len(phases) == len(set(phases)), result.stderr  # one line per phase
+        assert phases[:5] == [
+            "Discovering files",
+            "Decoding + extracting",
+            "Building neighbour graph",
+            "Verifying candidate pairs",
+            "Clustering",
+        ]
+        found = next(line for line in result.stdout.splitlines() if "Images found" in line)
+        discovered = lines[fmt][0].split(":")[1].split("/")[0].strip()
+        assert found.split()[-2] == discovered  # the bar and the summary count the same files
+    assert not any(line.startswith("Laying out the map") for line in lines["json"])
+    assert any(line.startswith("Laying out the map") for line in lines["html"])
