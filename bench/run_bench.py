@@ -19,6 +19,7 @@ bench/.venv-peers (``make bench-peers``); it is skipped with a note when that en
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -732,6 +733,192 @@ def partitions_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------ ray
+
+RAY_HOST = "127.0.0.2"  # loopback; Ray turns 127.0.0.1 into the machine's outward address
+RAY_MARK = "DEDUP_BENCH_RAY_NODE"  # every process of a bench node inherits it: how teardown finds them all
+
+
+def _ray_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray_node_pids(tag: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"{RAY_MARK}={tag}".encode() in env:
+            pids.append(int(entry.name))
+    return pids
+
+
+class _BenchCluster:
+    """A head without CPUs (no actors there) and ``workers`` one-CPU worker nodes on RAY_HOST, each with
+    a 100 MB object store, its own ports and the cluster's own auth token; :meth:`down` kills every process
+    they started. (tests/test_ray.py starts its cluster the same way.)"""
+
+    def __init__(self, workers: int) -> None:
+        import secrets
+        import tempfile
+
+        self.workers = workers
+        self.dir = Path(tempfile.mkdtemp(prefix="dbr", dir="/tmp"))  # short: socket path length limit
+        self.port = _ray_free_port()
+        self.address = f"{RAY_HOST}:{self.port}"
+        (self.dir / "auth_token").write_text(secrets.token_hex(32))
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.dir / "auth_token")}
+        self.procs: list[Any] = []
+
+    def _start(self, tag: str, cpus: int, *args: str) -> None:
+        import subprocess
+
+        ports = [
+            a
+            for name in ("node-manager", "object-manager", "metrics-export", "runtime-env-agent",
+                         "dashboard-agent-listen", "dashboard-agent-grpc")
+            for a in (f"--{name}-port", str(_ray_free_port()))
+        ]  # fmt: skip
+        env = {**os.environ, **self.auth, "RAY_USAGE_STATS_ENABLED": "0", RAY_MARK: f"{self.dir.name}-{tag}"}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        log = open(self.dir / f"{tag}.log", "wb")  # noqa: SIM115 (closed with the process)
+        cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--node-ip-address", RAY_HOST]
+        cmd += ["--disable-usage-stats", "--num-cpus", str(cpus), "--object-store-memory", "100000000"]
+        self.procs.append(
+            subprocess.Popen([*cmd, *ports, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while b"Ray runtime started" not in (self.dir / f"{tag}.log").read_bytes():
+            if self.procs[-1].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start of bench node {tag} failed; see {self.dir / (tag + '.log')}")
+            time.sleep(0.5)
+
+    def up(self) -> None:
+        head = [
+            "--head",
+            "--port",
+            str(self.port),
+            "--temp-dir",
+            str(self.dir),
+            "--include-dashboard",
+            "false",
+        ]
+        self._start("head", 0, *head, "--ray-client-server-port", str(_ray_free_port()))
+        for w in range(self.workers):  # one after the other: a node's socket names are taken as it starts
+            self._start(f"w{w + 1}", 1, "--address", self.address)
+
+    def down(self) -> None:
+        import shutil
+        import signal
+
+        tags = ["head"] + [f"w{w + 1}" for w in range(self.workers)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for tag in tags:
+                for pid in _ray_node_pids(f"{self.dir.name}-{tag}"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while any(_ray_node_pids(f"{self.dir.name}-{t}") for t in tags) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def bench_ray() -> dict[str, Any]:
+    """Extraction throughput on a local Ray cluster with 1 and 2 one-CPU worker nodes (all on this 2-core
+    machine, shared with other jobs) against the local engine: the same clothing photos, a fresh feature
+    cache each run, weight-free extractors (``DEDUP_BENCH_RAY_EXTRACTOR``, default phash+thumb+color)."""
+    import shutil
+    import tempfile
+
+    from dedup import load_config
+    from dedup.pipeline import find_duplicates
+
+    n = None if OPTIONS["full"] else 4 * OPTIONS["extract_n"]
+    files = _clothing_files(n)
+    extractor = os.environ.get("DEDUP_BENCH_RAY_EXTRACTOR", "phash+thumb+color")
+    work = Path(tempfile.mkdtemp(prefix="dedup-bench-ray-"))
+    photos = work / "photos"
+    photos.mkdir()
+    for i, f in enumerate(files):
+        (photos / f"{i:05d}{Path(f.path).suffix}").symlink_to(f.path)
+    rows = []
+
+    def run(engine: str, workers: int, overrides: dict[str, Any]) -> None:
+        cache = work / f"cache-{engine}-{workers}"
+        cfg = load_config(
+            overrides={
+                "features.extractor": extractor,
+                "cache.dir": str(cache),
+                "scale.engine": engine,
+                **overrides,
+            }
+        )
+        t0 = time.perf_counter()
+        result = find_duplicates([photos], cfg)
+        total = time.perf_counter() - t0
+        extract = result.seconds.get("decode_extract", total)
+        row = {
+            "engine": engine,
+            "workers": workers,
+            "images": len(result.images),
+            "seconds_extract": round(extract, 2),
+            "images_per_s": round(len(result.images) / extract, 1),
+            "seconds_total": round(total, 2),
+            "groups": len(result.groups),
+            "load": _load(),
+        }
+        rows.append(row)
+        print(f"ray: {row}", file=sys.stderr)
+        shutil.rmtree(cache, ignore_errors=True)
+
+    try:
+        run("local", 0, {})
+        for workers in (1, 2):
+            cluster = _BenchCluster(workers)
+            saved = {k: os.environ.get(k) for k in cluster.auth}
+            os.environ.update(cluster.auth)  # read by Ray when this process connects (first connection)
+            try:
+                cluster.up()
+                run("ray", workers, {"ray.address": cluster.address, "ray.actors": workers})
+            finally:
+                cluster.down()
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"extractor": extractor, "rows": rows}
+
+
+def ray_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Extractor {result['extractor']}; one machine with 2 CPU cores shared with other jobs: the "
+        "worker nodes (1 CPU each) and the driver all run on it.",
+        "",
+        "| engine | worker nodes | images | extraction s | images/s | scan total s | groups | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['engine']} | {r['workers'] or '-'} | {r['images']:,} | {r['seconds_extract']} | "
+            f"{r['images_per_s']} | {r['seconds_total']} | {r['groups']} | {r['load']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------ peers
 
 
@@ -1059,6 +1246,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, An
     "cache": (bench_cache, cache_markdown),
     "scale": (bench_scale, scale_markdown),
     "partitions": (bench_partitions, partitions_markdown),
+    "ray": (bench_ray, ray_markdown),
     "extract": (bench_extract, extract_markdown),
 }
 

@@ -24,8 +24,8 @@ would wait for a node that may never come back). Connecting checks the address f
 
 from __future__ import annotations
 
+import gc
 import logging
-import math
 import os
 import re
 import socket
@@ -123,18 +123,17 @@ class RaySession:
         size = config.ray.batch_size
         files_ref = ray.put(list(files))
         pending = set(range(len(files)))
-        failure: BaseException | None = None
+        failure = ""
         for _attempt in range(config.ray.retries + 1):
             todo = np.array(sorted(pending), dtype=np.int64)
-            blocks = max(1, math.ceil(len(todo) / size))
-            ds = ray.data.from_numpy(todo).repartition(blocks)
-            ds = ds.map_batches(
+            blocks = [todo[i : i + size] for i in range(0, len(todo), size)]  # a block per batch: no shuffle
+            ds = ray.data.from_numpy(blocks).map_batches(
                 _Embedder,
                 fn_constructor_args=(files_ref, list(extractors), [list(v) for v in layouts], config),
                 batch_size=size,
                 batch_format="numpy",
                 # From one actor up to the plan: a pass after a lost node starts on what is left.
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, blocks))),
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, len(blocks)))),
                 num_cpus=1,
                 num_gpus=gpus,
                 max_restarts=0,  # a dead actor's block fails at once and is sent again (no wait for a node)
@@ -145,14 +144,18 @@ class RaySession:
                     pending.difference_update(positions)
                     yield positions, embedded
             except _lost(ray) as e:  # a node or worker died with blocks on it: send what is missing again
-                failure = e
+                # Only the text is kept: the error's traceback holds the pass's executor, whose actors
+                # (and their CPUs) are released only when nothing refers to it any more.
+                failure = _first_line(e)
             except Exception as e:  # dedup's own code failed on the cluster (or cannot be imported there)
                 raise EngineError(f"extraction failed on the Ray cluster: {_first_line(e)}") from e
+            del ds
+            gc.collect()  # the failed pass's actors go now, before the next pass asks for their CPUs
             if not pending:
                 return
         raise EngineError(
             f"the Ray cluster returned no features for {len(pending)} of {len(files)} images after "
-            f"{config.ray.retries} retries (ray.retries): {_first_line(failure)}"
+            f"{config.ray.retries} retries (ray.retries): {failure}"
         )
 
     def map_partitions(self, works: Iterable[PartitionWork]) -> Iterator[PartitionResult]:
@@ -249,9 +252,9 @@ def _lost(ray: Any) -> tuple[type[BaseException], ...]:
     )
 
 
-def _first_line(e: BaseException | None) -> str:
+def _first_line(e: BaseException) -> str:
     """The first line of an error's message without terminal colours (Ray colours its task names)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines() if e is not None else []
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
     return text[0] if text else type(e).__name__
 
 

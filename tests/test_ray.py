@@ -36,12 +36,21 @@ ray = pytest.importorskip("ray", reason="the Ray engine tests need the ray extra
 HOST = "127.0.0.2"
 MARK = "DEDUP_TEST_RAY_NODE"  # every process of a node inherits it: how teardown finds them all
 RAY = str(Path(sys.executable).with_name("ray"))
+SMALL = ("--num-cpus", "1", "--object-store-memory", "100000000")  # every node: a 2-core shared machine
+START = 300  # seconds the cluster may take to come up on a loaded machine
 
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind((HOST, 0))
+        s.bind(("", 0))  # free on every interface (some Ray servers listen on all of them)
         return int(s.getsockname()[1])
+
+
+def _own_ports() -> list[str]:
+    """Ports of one node's servers: nodes on one address must not share Ray's fixed default ports."""
+    names = ("node-manager", "object-manager", "metrics-export", "runtime-env-agent")
+    names += ("dashboard-agent-listen", "dashboard-agent-grpc")
+    return [arg for name in names for arg in (f"--{name}-port", str(_free_port()))]
 
 
 def _node_pids(tag: str) -> list[int]:
@@ -70,7 +79,7 @@ def _kill(tag: str) -> None:
 
 
 class Cluster:
-    """A head (1 CPU) and two worker nodes (2 CPUs each) on ``HOST``."""
+    """A head and two worker nodes on ``HOST``, one CPU and a 100 MB object store each."""
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="dr", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -91,7 +100,17 @@ class Cluster:
     def start(self, tag: str, *args: str) -> None:
         log = open(Path(self.dir) / f"{tag}.log", "wb")  # noqa: SIM115 (closed with the process)
         self.procs[tag] = subprocess.Popen(
-            [RAY, "start", "--block", "--node-ip-address", HOST, "--disable-usage-stats", *args],
+            [
+                RAY,
+                "start",
+                "--block",
+                "--node-ip-address",
+                HOST,
+                "--disable-usage-stats",
+                *SMALL,
+                *_own_ports(),
+                *args,
+            ],
             env=self.env(tag),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -100,23 +119,38 @@ class Cluster:
 
     def up(self) -> None:
         client = str(_free_port())
-        head = ["--head", "--port", str(self.port), "--num-cpus", "1", "--temp-dir", self.dir]
+        head = ["--head", "--port", str(self.port), "--temp-dir", self.dir]
         self.start("head", *head, "--include-dashboard", "false", "--ray-client-server-port", client)
         self._wait(lambda: _reachable(HOST, self.port), "the head")
-        for tag in ("w1", "w2"):
-            self.start(tag, "--address", self.address, "--num-cpus", "2")
-        self._wait(lambda: self.alive_nodes() == 3, "three nodes")
+        for tag in ("w1", "w2"):  # one after the other: a node's socket names are taken when it starts
+            self.start(tag, "--address", self.address)
+            self._wait(lambda t=tag: self.started(t), f"node {tag}")  # type: ignore[misc]
+        self.wait_nodes(3)
 
-    def alive_nodes(self) -> int:
+    def started(self, tag: str) -> bool:
+        """Whether ``ray start`` of ``tag`` reports its node running; an early exit is an error at once."""
+        if self.procs[tag].poll() is not None:
+            log = (Path(self.dir) / f"{tag}.log").read_text(errors="replace").strip().splitlines()
+            raise RuntimeError(f"ray start of the test node {tag} exited: {log[-1] if log else ''}")
+        return "Ray runtime started" in (Path(self.dir) / f"{tag}.log").read_text(errors="replace")
+
+    def wait_nodes(self, count: int) -> None:
+        """Wait until exactly ``count`` nodes are alive (one probe process connects once and polls)."""
         code = (
-            f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))"
+            "import sys, time, ray\n"
+            f"ray.init(address={self.address!r}, logging_level='ERROR')\n"
+            f"deadline = time.monotonic() + {START}\n"
+            "while time.monotonic() < deadline:\n"
+            f"    if sum(n['Alive'] for n in ray.nodes()) == {count}: sys.exit(0)\n"
+            "    time.sleep(0.5)\n"
+            "sys.exit(1)\n"
         )
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=self.env("probe"), capture_output=True, text=True, timeout=60
-        )
-        lines = out.stdout.strip().splitlines()
-        return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+        try:
+            done = subprocess.run([sys.executable, "-c", code], env=self.env("probe"), timeout=START + 60)
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is None or done.returncode != 0:
+            raise RuntimeError(f"the test Ray cluster did not reach {count} nodes within {START} s")
 
     def kill_node(self, tag: str) -> None:
         _kill(f"{self.run}-{tag}")
@@ -129,7 +163,7 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @staticmethod
-    def _wait(ready: Any, what: str, timeout: float = 300) -> None:
+    def _wait(ready: Any, what: str, timeout: float = START) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if ready():
