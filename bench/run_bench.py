@@ -720,14 +720,15 @@ def bench_partitions() -> dict[str, Any]:
 
 def partitions_markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| vectors | partitions | border images | largest partition | total s | peak RSS MB | "
-        "planted pairs | recall | precision | load |",
+        "| vectors | partitions | border images | largest partition | total s | "
+        "peak RSS MB (main / largest query worker) | planted pairs | recall | precision | load |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['n']:,} | {r['partitions']} | {r.get('border_images', 0):,} | "
-            f"{r.get('largest_partition', r['n']):,} | {r['seconds_total']} | {r['peak_rss_mb']:.0f} | "
+            f"{r.get('largest_partition', r['n']):,} | {r['seconds_total']} | "
+            f"{r['peak_rss_mb']:.0f} / {r.get('peak_rss_worker_mb', 0):.0f} | "
             f"{r['planted_pairs']:,} | {r['recall']} | {r['precision']} | {r['load']} |"
         )
     return "\n".join(lines) + "\n"

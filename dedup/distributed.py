@@ -82,12 +82,14 @@ class RaySession:
         address: the address connected to.
         cpus: CPUs of the cluster.
         gpus: GPUs of the cluster.
+        resent: files sent to the cluster again because their block was lost with an actor or node.
     """
 
     config: Config
     address: str
     cpus: int
     gpus: int
+    resent: int = 0
 
     def actor_plan(self, extractors: Sequence[Extractor]) -> tuple[int, float]:
         """``(actors, GPUs per actor)`` for these extractors (``ray.actors``, ``ray.gpus``)."""
@@ -124,8 +126,9 @@ class RaySession:
         files_ref = ray.put(list(files))
         pending = set(range(len(files)))
         failure = ""
-        for _attempt in range(config.ray.retries + 1):
+        for attempt in range(config.ray.retries + 1):
             todo = np.array(sorted(pending), dtype=np.int64)
+            self.resent += len(todo) if attempt else 0
             blocks = [todo[i : i + size] for i in range(0, len(todo), size)]  # a block per batch: no shuffle
             ds = ray.data.from_numpy(blocks).map_batches(
                 _Embedder,

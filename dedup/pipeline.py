@@ -185,6 +185,8 @@ def find_duplicates(
             warn=warn,
             runner=session.runner if session is not None else None,
         )
+        if session is not None:
+            scale["resent"] = session.resent
         extractors, images = feats.extractors, feats.images
         seconds = dict(feats.seconds)
         verify = verification_enabled(config, extractors)

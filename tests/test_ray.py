@@ -31,12 +31,14 @@ from dedup.pipeline import find_duplicates
 from helpers import ROOT
 from imagegen import write_families
 
+pytestmark = pytest.mark.ray
+
 ray = pytest.importorskip("ray", reason="the Ray engine tests need the ray extra (pip install -e '.[dev]')")
 
 HOST = "127.0.0.2"
 MARK = "DEDUP_TEST_RAY_NODE"  # every process of a node inherits it: how teardown finds them all
 RAY = str(Path(sys.executable).with_name("ray"))
-SMALL = ("--num-cpus", "1", "--object-store-memory", "100000000")  # every node: a 2-core shared machine
+SMALL = ("--object-store-memory", "100000000")  # every node (a 2-core shared machine)
 START = 300  # seconds the cluster may take to come up on a loaded machine
 
 
@@ -53,33 +55,35 @@ def _own_ports() -> list[str]:
     return [arg for name in names for arg in (f"--{name}-port", str(_free_port()))]
 
 
-def _node_pids(tag: str) -> list[int]:
-    """Processes of this user whose environment carries ``MARK=tag``."""
+def _node_pids(tag: str, session: int | None = None) -> list[int]:
+    """Processes whose environment carries ``MARK=tag``, or (Ray starts its agents with an environment of
+    their own) that belong to the process session ``session`` (the node's ``ray start``)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             env = (entry / "environ").read_bytes().split(b"\0")
+            sid = os.getsid(int(entry.name))
         except OSError:
             continue
-        if f"{MARK}={tag}".encode() in env:
+        if f"{MARK}={tag}".encode() in env or (session is not None and sid == session):
             pids.append(int(entry.name))
     return pids
 
 
-def _kill(tag: str) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _node_pids(tag):
+def _kill(tag: str, session: int | None, sigs: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL)) -> None:
+    for sig in sigs:
+        for pid in _node_pids(tag, session):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + 10
-        while _node_pids(tag) and time.monotonic() < deadline:
+        while _node_pids(tag, session) and time.monotonic() < deadline:
             time.sleep(0.2)
 
 
 class Cluster:
-    """A head and two worker nodes on ``HOST``, one CPU and a 100 MB object store each."""
+    """A head without CPUs and two one-CPU worker nodes on ``HOST``, each with a 100 MB object store."""
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="dr", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -119,11 +123,13 @@ class Cluster:
 
     def up(self) -> None:
         client = str(_free_port())
-        head = ["--head", "--port", str(self.port), "--temp-dir", self.dir]
+        # No CPU on the head: every extraction actor and partition task runs on a worker node, so killing a
+        # worker node is sure to hit the extraction.
+        head = ["--head", "--num-cpus", "0", "--port", str(self.port), "--temp-dir", self.dir]
         self.start("head", *head, "--include-dashboard", "false", "--ray-client-server-port", client)
         self._wait(lambda: _reachable(HOST, self.port), "the head")
         for tag in ("w1", "w2"):  # one after the other: a node's socket names are taken when it starts
-            self.start(tag, "--address", self.address)
+            self.start(tag, "--address", self.address, "--num-cpus", "1")
             self._wait(lambda t=tag: self.started(t), f"node {tag}")  # type: ignore[misc]
         self.wait_nodes(3)
 
@@ -152,12 +158,28 @@ class Cluster:
         if done is None or done.returncode != 0:
             raise RuntimeError(f"the test Ray cluster did not reach {count} nodes within {START} s")
 
+    def session(self, tag: str) -> int | None:
+        proc = self.procs.get(tag)
+        return proc.pid if proc is not None else None
+
     def kill_node(self, tag: str) -> None:
-        _kill(f"{self.run}-{tag}")
+        """SIGKILL every process of node ``tag``: a crash (SIGTERM would let Ray drain the node first)."""
+        _kill(f"{self.run}-{tag}", self.session(tag), (signal.SIGKILL,))
+
+    def embedding_nodes(self) -> list[str]:
+        """The worker nodes (w1, w2) that run an extraction actor now."""
+        found = []
+        for tag in ("w1", "w2"):
+            for pid in _node_pids(f"{self.run}-{tag}"):
+                with contextlib.suppress(OSError):
+                    if b"_Embedder" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        found.append(tag)
+                        break
+        return found
 
     def down(self) -> None:
         for tag in ("w1", "w2", "head", "probe"):
-            self.kill_node(tag)
+            _kill(f"{self.run}-{tag}", self.session(tag))
         for proc in self.procs.values():
             proc.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -208,7 +230,7 @@ def cluster() -> Iterator[Cluster]:
             else:
                 os.environ[k] = v
         _refresh_ray_config()
-        assert not any(_node_pids(f"{c.run}-{tag}") for tag in ("w1", "w2", "head", "probe"))
+        assert not any(_node_pids(f"{c.run}-{tag}", c.session(tag)) for tag in ("w1", "w2", "head", "probe"))
 
 
 def _config(cache: Path, **overrides: Any) -> Any:
@@ -284,20 +306,24 @@ def test_a_worker_killed_during_extraction_loses_and_duplicates_no_image(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     photos = tmp_path / "big"
-    _big_images(photos, 30)
+    _big_images(photos, 12)
     local = find_duplicates([photos], _config(tmp_path / "local-cache"))
-    killed_at: list[int] = []
+    killed: list[str] = []
 
     def progress(phase: str, done: int, total: int | None) -> None:
-        if phase == "extract" and not killed_at and total and 0 < done < total:
-            killed_at.append(done)
-            cluster.kill_node("w1")
+        # At the first block: the worker node whose actor made it has its next blocks in flight.
+        if phase == "extract" and not killed and total and 0 < done < total:
+            nodes = cluster.embedding_nodes()
+            if nodes:
+                cluster.kill_node(nodes[0])
+                killed.append(nodes[0])
 
-    overrides = {"scale.engine": "ray", "ray.address": cluster.address, "ray.batch_size": 2, "ray.actors": 3}
+    overrides = {"scale.engine": "ray", "ray.address": cluster.address, "ray.batch_size": 1, "ray.actors": 3}
     remote = find_duplicates([photos], _config(tmp_path / "ray-cache", **overrides), progress=progress)
-    assert killed_at and killed_at[0] < 60, "the node was killed while images were still being extracted"
+    assert killed, "a worker node with an extraction actor was killed while images were still left"
+    assert remote.scale["resent"] > 0  # the killed node's blocks were lost and sent again
     assert [im.path for im in remote.images] == [im.path for im in local.images]  # each image once
-    assert len(remote.images) == 60
+    assert len(remote.images) == 24
     for name, emb in local.all_embeddings.items():
         np.testing.assert_allclose(remote.all_embeddings[name].vectors, emb.vectors, atol=1e-6)
-    assert _groups(remote) == _groups(local) and len(local.groups) == 30
+    assert _groups(remote) == _groups(local) and len(local.groups) == 12
