@@ -748,16 +748,19 @@ def _ray_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ray_node_pids(tag: str) -> list[int]:
+def _ray_node_pids(tag: str, session: int) -> list[int]:
+    """Processes with ``RAY_MARK=tag`` in their environment or in the process session ``session`` (Ray
+    starts its agents with an environment of their own)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             env = (entry / "environ").read_bytes().split(b"\0")
+            sid = os.getsid(int(entry.name))
         except OSError:
             continue
-        if f"{RAY_MARK}={tag}".encode() in env:
+        if f"{RAY_MARK}={tag}".encode() in env or sid == session:
             pids.append(int(entry.name))
     return pids
 
@@ -767,17 +770,17 @@ class _BenchCluster:
     a 100 MB object store, its own ports and the cluster's own auth token; :meth:`down` kills every process
     they started. (tests/test_ray.py starts its cluster the same way.)"""
 
-    def __init__(self, workers: int) -> None:
-        import secrets
+    def __init__(self, workers: int, token: Path) -> None:
         import tempfile
 
         self.workers = workers
         self.dir = Path(tempfile.mkdtemp(prefix="dbr", dir="/tmp"))  # short: socket path length limit
         self.port = _ray_free_port()
         self.address = f"{RAY_HOST}:{self.port}"
-        (self.dir / "auth_token").write_text(secrets.token_hex(32))
-        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.dir / "auth_token")}
+        # One token for every cluster of the run: this process's Ray reads it once.
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
         self.procs: list[Any] = []
+        self.tags: list[str] = []
 
     def _start(self, tag: str, cpus: int, *args: str) -> None:
         import subprocess
@@ -793,6 +796,7 @@ class _BenchCluster:
         log = open(self.dir / f"{tag}.log", "wb")  # noqa: SIM115 (closed with the process)
         cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--node-ip-address", RAY_HOST]
         cmd += ["--disable-usage-stats", "--num-cpus", str(cpus), "--object-store-memory", "100000000"]
+        self.tags.append(tag)
         self.procs.append(
             subprocess.Popen([*cmd, *ports, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
@@ -821,14 +825,16 @@ class _BenchCluster:
         import shutil
         import signal
 
-        tags = ["head"] + [f"w{w + 1}" for w in range(self.workers)]
+        nodes = [
+            (f"{self.dir.name}-{tag}", proc.pid) for tag, proc in zip(self.tags, self.procs, strict=True)
+        ]
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for tag in tags:
-                for pid in _ray_node_pids(f"{self.dir.name}-{tag}"):
+            for tag, session in nodes:
+                for pid in _ray_node_pids(tag, session):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, sig)
             deadline = time.monotonic() + 10
-            while any(_ray_node_pids(f"{self.dir.name}-{t}") for t in tags) and time.monotonic() < deadline:
+            while any(_ray_node_pids(t, sid) for t, sid in nodes) and time.monotonic() < deadline:
                 time.sleep(0.2)
         for proc in self.procs:
             proc.wait(timeout=10)
@@ -883,10 +889,14 @@ def bench_ray() -> dict[str, Any]:
         print(f"ray: {row}", file=sys.stderr)
         shutil.rmtree(cache, ignore_errors=True)
 
+    import secrets
+
+    token = work / "auth_token"
+    token.write_text(secrets.token_hex(32))
     try:
         run("local", 0, {})
         for workers in (1, 2):
-            cluster = _BenchCluster(workers)
+            cluster = _BenchCluster(workers, token)
             saved = {k: os.environ.get(k) for k in cluster.auth}
             os.environ.update(cluster.auth)  # read by Ray when this process connects (first connection)
             try:

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import socket
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -130,17 +131,21 @@ class RaySession:
             todo = np.array(sorted(pending), dtype=np.int64)
             self.resent += len(todo) if attempt else 0
             blocks = [todo[i : i + size] for i in range(0, len(todo), size)]  # a block per batch: no shuffle
-            ds = ray.data.from_numpy(blocks).map_batches(
-                _Embedder,
-                fn_constructor_args=(files_ref, list(extractors), [list(v) for v in layouts], config),
-                batch_size=size,
-                batch_format="numpy",
-                # From one actor up to the plan: a pass after a lost node starts on what is left.
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, len(blocks)))),
-                num_cpus=1,
-                num_gpus=gpus,
-                max_restarts=0,  # a dead actor's block fails at once and is sent again (no wait for a node)
-            )
+            with warnings.catch_warnings():
+                # Ray >= 2.60 warns that extra remote arguments (max_restarts) are deprecated; it has no
+                # named parameter for max_restarts yet, and the warning is nothing a user can act on.
+                warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+                ds = ray.data.from_numpy(blocks).map_batches(
+                    _Embedder,
+                    fn_constructor_args=(files_ref, list(extractors), [list(v) for v in layouts], config),
+                    batch_size=size,
+                    batch_format="numpy",
+                    # From one actor up to the plan: a pass after a lost node starts on what is left.
+                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, len(blocks)))),
+                    num_cpus=1,
+                    num_gpus=gpus,
+                    max_restarts=0,  # a dead actor's block fails at once and is sent again (no node wait)
+                )
             try:
                 for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     positions, embedded = _unpack(out, len(extractors))

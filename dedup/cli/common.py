@@ -253,6 +253,12 @@ def quiet_tensorflow() -> None:
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
+def quiet_ray() -> None:
+    """Keep Ray Data's INFO lines (each extraction pass's start, plan and finish) off the terminal, unless the
+    user set ``RAY_DATA_LOG_LEVEL`` themselves; its warnings and errors still show. Only the CLI does this."""
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+
+
 def build_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
     """Defaults < ``--config`` file < CLI flags (``None`` flags are ignored)."""
     return load_config(config_file, overrides)
