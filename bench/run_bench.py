@@ -12,8 +12,11 @@ Usage:
 
 Defaults keep ``make bench`` reasonably short on the 2-core machine: ``extract`` and ``cache`` use a
 VGG16 subset of the clothing photos (``--extract-n``, default 128, ~4 min; ``--full`` = all 3,781,
-~15-30 min), ``scale`` runs 10k and 100k vectors (``--full`` adds 1M, ~10 min). ``peers`` needs
-bench/.venv-peers (``make bench-peers``); it is skipped with a note when that environment is missing.
+~15-30 min), ``scale`` runs 10k and 100k vectors (``--full`` adds 1M, ~10 min), ``partitions`` 100k
+vectors with 16 partitions and with one index (``--full`` adds 1M), ``ray`` starts a local Ray cluster on
+127.0.0.2 (1, then 2 one-CPU worker nodes; 4 x ``--extract-n`` clothing photos, ``--full`` all; ~3 min).
+``peers`` needs bench/.venv-peers (``make bench-peers``); it is skipped with a note when that environment
+is missing.
 """
 
 from __future__ import annotations
