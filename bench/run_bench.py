@@ -13,13 +13,17 @@ Usage:
 
 Defaults keep ``make bench`` reasonably short on the 2-core machine: ``extract`` and ``cache`` use a
 VGG16 subset of the clothing photos (``--extract-n``, default 128, ~4 min; ``--full`` = all 3,781,
-~15-30 min), ``scale`` runs 10k and 100k vectors (``--full`` adds 1M, ~10 min). ``peers`` needs
-bench/.venv-peers (``make bench-peers``); it is skipped with a note when that environment is missing.
+~15-30 min), ``scale`` runs 10k and 100k vectors (``--full`` adds 1M, ~10 min), ``partitions`` 100k
+vectors with 16 partitions and with one index (``--full`` adds 1M), ``ray`` starts a local Ray cluster on
+127.0.0.2 (1, then 2 one-CPU worker nodes; 4 x ``--extract-n`` clothing photos, ``--full`` all; ~3 min).
+``peers`` needs bench/.venv-peers (``make bench-peers``); it is skipped with a note when that environment
+is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -694,6 +698,242 @@ def scale_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_partitions() -> dict[str, Any]:
+    """The partitioned path (dedup.shards, 16 partitions) against the single index on the same synthetic
+    vectors, one fresh process each (peak RSS): 100k vectors, and 1M with --full."""
+    import subprocess
+
+    sizes = [100_000] + ([1_000_000] if OPTIONS["full"] else [])
+    rows = []
+    for n in sizes:
+        for extra in (["--partitions", "16"], []):
+            proc = subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "scale.py"), str(n), *extra],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-2000:])
+            row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": _load()}
+            row.setdefault("partitions", 1)
+            rows.append(row)
+            print(f"partitions: {row}", file=sys.stderr)
+    return {"rows": rows}
+
+
+def partitions_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| vectors | partitions | border images | largest partition | total s | "
+        "peak RSS MB (main / largest query worker) | planted pairs | recall | precision | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['n']:,} | {r['partitions']} | {r.get('border_images', 0):,} | "
+            f"{r.get('largest_partition', r['n']):,} | {r['seconds_total']} | "
+            f"{r['peak_rss_mb']:.0f} / {r.get('peak_rss_worker_mb', 0):.0f} | "
+            f"{r['planted_pairs']:,} | {r['recall']} | {r['precision']} | {r['load']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ ray
+
+RAY_HOST = "127.0.0.2"  # loopback; Ray turns 127.0.0.1 into the machine's outward address
+RAY_MARK = "DEDUP_BENCH_RAY_NODE"  # every process of a bench node inherits it: how teardown finds them all
+
+
+def _ray_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray_node_pids(tag: str, session: int) -> list[int]:
+    """Processes with ``RAY_MARK=tag`` in their environment or in the process session ``session`` (Ray
+    starts its agents with an environment of their own)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            sid = os.getsid(int(entry.name))
+        except OSError:
+            continue
+        if f"{RAY_MARK}={tag}".encode() in env or sid == session:
+            pids.append(int(entry.name))
+    return pids
+
+
+class _BenchCluster:
+    """A head without CPUs (no actors there) and ``workers`` one-CPU worker nodes on RAY_HOST, each with
+    a 100 MB object store, its own ports and the cluster's own auth token; :meth:`down` kills every process
+    they started. (tests/test_ray.py starts its cluster the same way.)"""
+
+    def __init__(self, workers: int, token: Path) -> None:
+        import tempfile
+
+        self.workers = workers
+        self.dir = Path(tempfile.mkdtemp(prefix="dbr", dir="/tmp"))  # short: socket path length limit
+        self.port = _ray_free_port()
+        self.address = f"{RAY_HOST}:{self.port}"
+        # One token for every cluster of the run: this process's Ray reads it once.
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+        self.procs: list[Any] = []
+        self.tags: list[str] = []
+
+    def _start(self, tag: str, cpus: int, *args: str) -> None:
+        import subprocess
+
+        ports = [
+            a
+            for name in ("node-manager", "object-manager", "metrics-export", "runtime-env-agent",
+                         "dashboard-agent-listen", "dashboard-agent-grpc")
+            for a in (f"--{name}-port", str(_ray_free_port()))
+        ]  # fmt: skip
+        env = {**os.environ, **self.auth, "RAY_USAGE_STATS_ENABLED": "0", RAY_MARK: f"{self.dir.name}-{tag}"}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        log = open(self.dir / f"{tag}.log", "wb")  # noqa: SIM115 (closed with the process)
+        cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--node-ip-address", RAY_HOST]
+        cmd += ["--disable-usage-stats", "--num-cpus", str(cpus), "--object-store-memory", "100000000"]
+        self.tags.append(tag)
+        self.procs.append(
+            subprocess.Popen([*cmd, *ports, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while b"Ray runtime started" not in (self.dir / f"{tag}.log").read_bytes():
+            if self.procs[-1].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start of bench node {tag} failed; see {self.dir / (tag + '.log')}")
+            time.sleep(0.5)
+
+    def up(self) -> None:
+        head = [
+            "--head",
+            "--port",
+            str(self.port),
+            "--temp-dir",
+            str(self.dir),
+            "--include-dashboard",
+            "false",
+        ]
+        self._start("head", 0, *head, "--ray-client-server-port", str(_ray_free_port()))
+        for w in range(self.workers):  # one after the other: a node's socket names are taken as it starts
+            self._start(f"w{w + 1}", 1, "--address", self.address)
+
+    def down(self) -> None:
+        import shutil
+        import signal
+
+        nodes = [
+            (f"{self.dir.name}-{tag}", proc.pid) for tag, proc in zip(self.tags, self.procs, strict=True)
+        ]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for tag, session in nodes:
+                for pid in _ray_node_pids(tag, session):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while any(_ray_node_pids(t, sid) for t, sid in nodes) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def bench_ray() -> dict[str, Any]:
+    """Extraction throughput on a local Ray cluster with 1 and 2 one-CPU worker nodes (all on this 2-core
+    machine, shared with other jobs) against the local engine: the same clothing photos, a fresh feature
+    cache each run, weight-free extractors (``DEDUP_BENCH_RAY_EXTRACTOR``, default phash+thumb+color)."""
+    import shutil
+    import tempfile
+
+    from dedup import load_config
+    from dedup.pipeline import find_duplicates
+
+    n = None if OPTIONS["full"] else 4 * OPTIONS["extract_n"]
+    files = _clothing_files(n)
+    extractor = os.environ.get("DEDUP_BENCH_RAY_EXTRACTOR", "phash+thumb+color")
+    work = Path(tempfile.mkdtemp(prefix="dedup-bench-ray-"))
+    photos = work / "photos"
+    photos.mkdir()
+    for i, f in enumerate(files):
+        (photos / f"{i:05d}{Path(f.path).suffix}").symlink_to(f.path)
+    rows = []
+
+    def run(engine: str, workers: int, overrides: dict[str, Any]) -> None:
+        cache = work / f"cache-{engine}-{workers}"
+        cfg = load_config(
+            overrides={
+                "features.extractor": extractor,
+                "cache.dir": str(cache),
+                "scale.engine": engine,
+                **overrides,
+            }
+        )
+        t0 = time.perf_counter()
+        result = find_duplicates([photos], cfg)
+        total = time.perf_counter() - t0
+        extract = result.seconds.get("decode_extract", total)
+        row = {
+            "engine": engine,
+            "workers": workers,
+            "images": len(result.images),
+            "seconds_extract": round(extract, 2),
+            "images_per_s": round(len(result.images) / extract, 1),
+            "seconds_total": round(total, 2),
+            "groups": len(result.groups),
+            "load": _load(),
+        }
+        rows.append(row)
+        print(f"ray: {row}", file=sys.stderr)
+        shutil.rmtree(cache, ignore_errors=True)
+
+    import secrets
+
+    token = work / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    try:
+        run("local", 0, {})
+        for workers in (1, 2):
+            cluster = _BenchCluster(workers, token)
+            saved = {k: os.environ.get(k) for k in cluster.auth}
+            os.environ.update(cluster.auth)  # read by Ray when this process connects (first connection)
+            try:
+                cluster.up()
+                run("ray", workers, {"ray.address": cluster.address, "ray.actors": workers})
+            finally:
+                cluster.down()
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"extractor": extractor, "rows": rows}
+
+
+def ray_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Extractor {result['extractor']}; one machine with 2 CPU cores shared with other jobs: the "
+        "worker nodes (1 CPU each) and the driver all run on it.",
+        "",
+        "| engine | worker nodes | images | extraction s | images/s | scan total s | groups | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['engine']} | {r['workers'] or '-'} | {r['images']:,} | {r['seconds_extract']} | "
+            f"{r['images_per_s']} | {r['seconds_total']} | {r['groups']} | {r['load']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------ peers
 
 
@@ -1133,6 +1373,8 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, An
     "cache": (bench_cache, cache_markdown),
     "scale": (bench_scale, scale_markdown),
     "assign": (bench_assign, assign_markdown),
+    "partitions": (bench_partitions, partitions_markdown),
+    "ray": (bench_ray, ray_markdown),
     "extract": (bench_extract, extract_markdown),
 }
 

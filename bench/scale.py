@@ -12,7 +12,11 @@ about N(0, 1/512), far below it. Recall = planted pairs found in one group / pla
 whose resident pages are mostly the memory-mapped Annoy file shared with the other worker through the page
 cache.
 
-Usage: python bench/scale.py N [--seed S]   (prints one JSON line)
+With ``--partitions P`` the same vectors go through the partitioned path instead (:mod:`dedup.shards`:
+k-means on a sample, border images in two partitions, each partition's neighbour graph in turn, decisions
+merged, DBSCAN and the chaining guard once).
+
+Usage: python bench/scale.py N [--seed S] [--partitions P]   (prints one JSON line)
 """
 
 from __future__ import annotations
@@ -123,14 +127,75 @@ def run(n: int, seed: int) -> dict[str, object]:
     }
 
 
+def run_partitioned(n: int, seed: int, partitions: int) -> dict[str, object]:
+    """The partitioned path (dedup.shards, local engine: one partition after the other in this process) on
+    the same planted vectors: recall of the planted pairs, and of the pairs the single index finds."""
+    from dedup.cluster import dbscan_labels, form_groups
+    from dedup.config import Config, ScaleConfig
+    from dedup.embeddings import Embeddings
+    from dedup.shards import merge, partition_images, search_partition, works
+    from dedup.verify import GRAPH_EPS, Thresholds, Verifier
+
+    sc = ScaleConfig()
+    vectors, truth = planted(n, seed)
+    embeddings = Embeddings(vectors)
+    images = [_Image(f"/synthetic/{i:08d}", 1000, 0.0, 100, 100) for i in range(n)]
+    th = Thresholds(plain=THRESHOLD, candidate=THRESHOLD, sure=THRESHOLD)
+    config = Config()
+    verifier = Verifier(["synthetic"], [embeddings], [th], verify=False, store=None, config=config.verify)
+    t0 = time.perf_counter()
+    parts = partition_images(embeddings, partitions, sample=sc.sample, border=sc.border, seed=sc.seed)
+    t_partition = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    items = works(parts, images, [embeddings], ["synthetic"], [th], config, False)  # type: ignore[arg-type]
+    merge((search_partition(w) for w in items), verifier)
+    t_search = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    graph = verifier.graph(n)
+    labels = dbscan_labels(graph, eps=GRAPH_EPS, min_samples=2)
+    groups, _ = form_groups(
+        labels, embeddings, graph, images, threshold=THRESHOLD, policy="path", link=verifier.link
+    )
+    t_cluster = time.perf_counter() - t0
+    found = np.full(n, -1, dtype=np.int64)
+    for g, group in enumerate(groups):
+        found[list(group.members)] = g
+    true_pairs, found_pairs = _pairs(truth), _pairs(found)
+    hit = len(true_pairs & found_pairs)
+    sizes = [len(m) for m in parts.members if len(m)]
+    return {
+        "n": n,
+        "partitions": partitions,
+        "border": sc.border,
+        "border_images": parts.border,
+        "largest_partition": max(sizes),
+        "images_in_partitions": int(sum(sizes)),
+        "planted_pairs": len(true_pairs),
+        "recall": round(hit / len(true_pairs), 4) if true_pairs else None,
+        "precision": round(hit / len(found_pairs), 4) if found_pairs else None,
+        "seconds_partition": round(t_partition, 2),
+        "seconds_search": round(t_search, 2),
+        "seconds_cluster": round(t_cluster, 2),
+        "seconds_total": round(t_partition + t_search + t_cluster, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_worker_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("n", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--partitions", type=int, default=0, help="run the partitioned path with P partitions"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.n, args.seed)))
+    if args.partitions:
+        print(json.dumps(run_partitioned(args.n, args.seed, args.partitions)))
+    else:
+        print(json.dumps(run(args.n, args.seed)))
     return 0
 
 

@@ -344,6 +344,80 @@ class IgnoreConfig:
     )
 
 
+def _check_address(key: str, value: Any) -> str:
+    """``auto`` or a Ray cluster address ``HOST:PORT`` (or ``ray://HOST:PORT``)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: expected auto or a cluster address HOST:PORT, got {value!r}")
+    value = value.strip()
+    if value == AUTO:
+        return value
+    host, sep, port = value.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"{key}: {value!r} is not allowed; allowed values: auto, or HOST:PORT of a Ray head"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    engine: str = _opt(
+        "local",
+        "where decoding, extraction and the per-partition duplicate search run: local (this process and "
+        "its threads/workers) | ray (a Ray cluster, see the ray section; pip install 'dedup[ray]')",
+        choices=("local", "ray"),
+    )
+    partitions: int = _opt(
+        1,
+        "partitioned duplicate search: k-means splits the images into this many partitions, searched and "
+        "verified one by one (ray: as Ray tasks); 1 = one index over every image",
+        lo=1,
+        hi=100_000,
+    )
+    sample: int = _opt(100_000, "partitions: images (random sample) k-means is fitted on", lo=10)
+    border: float = _opt(
+        0.05,
+        "partitions: an image whose similarity to its second-nearest centroid is within this of its nearest "
+        "also goes to the second partition, so pairs across a boundary are not lost",
+        lo=0.0,
+        hi=2.0,
+    )
+    seed: int = _opt(0, "seed of the partitions' k-means and sample", lo=0, hi=2**32 - 1)
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = _opt(
+        AUTO,
+        "the Ray cluster: auto (RAY_ADDRESS, or the cluster started on this machine with ray start) or "
+        "HOST:PORT of its head",
+        check=_check_address,
+    )
+    actors: int | str = _opt(
+        AUTO,
+        "extraction actors (each loads the model once); auto = one per CPU of the cluster (per GPU with a "
+        "CNN on a cluster with GPUs)",
+        lo=1,
+        auto=True,
+        integer=True,
+    )
+    batch_size: int = _opt(16, "images per Ray Data block sent to an extraction actor", lo=1, hi=4096)
+    gpus: bool | str = _opt(
+        AUTO,
+        "request a GPU per extraction actor; auto = when the cluster has GPUs and a CNN extractor runs",
+        check=_check_auto_bool,
+    )
+    timeout: float = _opt(
+        30.0, "seconds to wait for the cluster to answer when connecting", lo=1.0, hi=3600.0
+    )
+    retries: int = _opt(
+        3,
+        "times the images of blocks lost with a node (beyond Ray's own task retries) are sent again",
+        lo=0,
+        hi=100,
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     discover: DiscoverConfig = field(default_factory=DiscoverConfig)
@@ -356,6 +430,8 @@ class Config:
     group: GroupConfig = field(default_factory=GroupConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     ignore: IgnoreConfig = field(default_factory=IgnoreConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The configuration as plain nested dicts (the shape of the YAML file; folder lists as lists)."""
@@ -376,6 +452,8 @@ _SECTION_TYPES: dict[str, type] = {
     "group": GroupConfig,
     "cache": CacheConfig,
     "ignore": IgnoreConfig,
+    "scale": ScaleConfig,
+    "ray": RayConfig,
 }
 
 

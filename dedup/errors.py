@@ -14,7 +14,8 @@ escapes is a bug and keeps its traceback.
     │   └── WeightsUnavailableError the ImageNet weights are neither cached nor downloadable
     ├── ImageError                  one image could not be read (becomes a "skipped" entry, never a crash)
     ├── ActionError                 a file operation could not be planned, performed or undone
-    └── CacheError                  the feature cache cannot be used
+    ├── CacheError                  the feature cache cannot be used
+    └── EngineError                 the Ray engine cannot be used (not installed, no cluster, cluster lost)
 
     OSError
     └── NotRegularFileError         a scanned path is not a regular file once opened (a FIFO, a device, ...
@@ -82,3 +83,8 @@ class NotRegularFileError(OSError):
     def __init__(self, path: str, kind: str) -> None:
         super().__init__(errno.EINVAL, f"not a regular file ({kind})", path)
         self.kind = kind
+
+
+class EngineError(DedupError):
+    """The Ray engine cannot be used: ray is not installed, no cluster answers at the address, or the
+    cluster lost work it could not redo."""

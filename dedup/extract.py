@@ -139,6 +139,7 @@ def collect_features(
     warn: WarnFn | None = None,
     first_only: bool = False,
     extractors: Sequence[Extractor] | None = None,
+    runner: Runner | None = None,
 ) -> FeatureSet:
     """Discover the images under ``paths`` and get their features, through the feature cache.
 
@@ -147,7 +148,8 @@ def collect_features(
     the cache (``cache.enabled``, ``cache.dir``) without being decoded; when every file is cached no model
     is loaded (TensorFlow is not imported). Reads files, never modifies anything but the cache.
     ``extractors`` made beforehand from ``config.features`` (a server keeps its models loaded) are used
-    instead of new ones.
+    instead of new ones. A ``runner`` decodes and embeds the files that must be extracted elsewhere
+    (:func:`extract_all`).
 
     Raises:
         InputError: a path does not exist.
@@ -184,7 +186,7 @@ def collect_features(
             for e in extractors
         ]
         images, all_embeddings, failed = extract_all(
-            files, extractors, config, progress=progress, caches=caches, stats=stats
+            files, extractors, config, progress=progress, caches=caches, stats=stats, runner=runner
         )
     seconds["decode_extract"] = time.perf_counter() - t0
     return FeatureSet(
@@ -325,16 +327,32 @@ class _Extraction:
             return
         rows = [i for i, _ in ok]
         for e, (extractor, layout) in enumerate(zip(extractors, layouts, strict=True)):
-            prepared = np.stack([arrays[e] for _, (_, arrays) in ok])
-            parts = []
-            for _, turns, flip in layout:
-                x = np.flip(prepared, axis=2) if flip else prepared
-                x = np.rot90(x, turns, axes=(1, 2)) if turns else x
-                parts.append(extractor.embed(np.ascontiguousarray(x)))
-            self.stacks[e][rows] = np.concatenate(parts, axis=1)
+            self.stacks[e][rows] = embed_views(
+                np.stack([arrays[e] for _, (_, arrays) in ok]), extractor, layout
+            )
         for i, (record, _) in ok:
             self.shapes[i] = (record.width, record.height)
         self.store(rows)
+
+    def accept(self, batch: list[int], done: EmbeddedBatch) -> int:
+        """Step 3 done elsewhere (:data:`Runner`), one batch: its vectors, sizes and skip reasons, cached.
+        Files of ``batch`` already accepted (a block a cluster ran twice) are left out; returns how many
+        were new."""
+        fresh = [k for k, i in enumerate(batch) if i not in self.shapes and i not in self.reasons]
+        ok = [k for k in fresh if done.reasons[k] is None]
+        for k in fresh:
+            reason = done.reasons[k]
+            if reason is not None:
+                self.reasons[batch[k]] = reason
+        if ok:
+            position = {k: r for r, k in enumerate(k for k in range(len(batch)) if done.reasons[k] is None)}
+            rows = [batch[k] for k in ok]
+            for stack, vectors in zip(self.stacks, done.vectors, strict=True):
+                stack[rows] = vectors[[position[k] for k in ok]]
+            for k in ok:
+                self.shapes[batch[k]] = done.shapes[k]
+            self.store(rows)
+        return len(fresh)
 
     def copy_twins(self, copies: dict[int, int]) -> int:
         """Step 4: byte-identical copies take their twin's vectors (or its skip reason); returns how many
@@ -360,6 +378,7 @@ def extract_all(
     progress: ProgressFn | None = None,
     caches: Sequence[FeatureCache | None] | None = None,
     stats: ExtractStats | None = None,
+    runner: Runner | None = None,
 ) -> tuple[list[ImageRecord], list[Embeddings], list[Skipped]]:
     """Vectors of ``files`` for every extractor: from the caches when they have them, else decoded (once)
     in threads and embedded in batches.
@@ -375,7 +394,9 @@ def extract_all(
        mirroring (:func:`~dedup.features.uses_mirror`) each batch is embedded a second time mirrored
        (prepared arrays are (height, width[, channels]), so the mirror image is a flip of axis 2); with
        ``features.rotations`` weight-free extractors also embed the rotated views of :func:`view_plan`.
-       New vectors are written to the caches batch by batch.
+       New vectors are written to the caches batch by batch. With a ``runner`` (the Ray engine,
+       :mod:`dedup.distributed`) another engine decodes and embeds the files (:func:`embed_batch`) and
+       this step only takes its batches in, in whatever order they come, and writes them to the caches.
 
     Args:
         files: images to embed (as returned by :func:`~dedup.images.discover`).
@@ -385,6 +406,8 @@ def extract_all(
         caches: an open :class:`~dedup.cache.FeatureCache` per extractor (see :func:`cache_identity`), or
             None entries / None for no cache.
         stats: filled with the counts of where vectors came from, if given.
+        runner: decodes and embeds the files of step 3 elsewhere (see :data:`Runner`); None = here, in
+            threads.
 
     Returns:
         ``(images, embeddings, skipped)``: the images that decoded (in the order of ``files``), one
@@ -411,17 +434,26 @@ def extract_all(
     representatives, copies, reused = work.by_content(todo)
     stats.reused = len(reused)
     done += len(reused)
-    if representatives:
+    if representatives and runner is None:  # a runner loads the models where it embeds
         for extractor in extractors:
             ensure_loaded(extractor)
-    position = 0
-    for loaded in _decoded_batches([files[i] for i in representatives], extractors, config):
-        batch = representatives[position : position + len(loaded)]
-        position += len(loaded)
-        work.embed(batch, loaded, extractors, layouts)
-        done += len(loaded)
-        if progress:
-            progress("extract", done, n)
+    if runner is not None:  # another engine decodes and embeds; this process stays the one cache writer
+        for positions, embedded in runner([files[i] for i in representatives], extractors, layouts, config):
+            done += work.accept([representatives[p] for p in positions], embedded)
+            if progress:
+                progress("extract", done, n)
+        lost = [i for i in representatives if i not in work.shapes and i not in work.reasons]
+        if lost:  # a runner retries until every file has a result, or raises
+            raise RuntimeError(f"the {config.scale.engine} engine returned no result for {len(lost)} images")
+    else:
+        position = 0
+        for loaded in _decoded_batches([files[i] for i in representatives], extractors, config):
+            batch = representatives[position : position + len(loaded)]
+            position += len(loaded)
+            work.embed(batch, loaded, extractors, layouts)
+            done += len(loaded)
+            if progress:
+                progress("extract", done, n)
     stats.extracted = len(representatives) - len(work.reasons)  # images that really went through the models
     stats.identical = work.copy_twins(copies)
     work.store([i for i in [*reused, *copies] if i in work.shapes])
@@ -492,27 +524,96 @@ def _decode_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _draft_size(extractors: Sequence[Extractor], config: Config) -> int | None:
+    """The side JPEG draft mode may decode down to: what the most demanding extractor needs (None = full
+    size, when ``decode.draft`` is off or some extractor needs the full image)."""
+    sizes = [e.decode_size for e in extractors]
+    return None if not config.decode.draft or None in sizes else max(s for s in sizes if s is not None)
+
+
+def decode_prepared(
+    f: ImageFile, extractors: Sequence[Extractor], config: Config, draft: int | None
+) -> _Loaded:
+    """One file decoded (``decode`` settings, JPEG draft down to ``draft`` px) and prepared for every
+    extractor, or the reason it was skipped."""
+    try:
+        image, width, height = open_image(
+            f.path,
+            max_pixels=config.decode.max_pixels,
+            draft_size=draft,
+            reduce_above=config.decode.reduce_above,
+        )
+    except ImageError as e:
+        return Skipped(f.path, str(e))
+    record = ImageRecord(path=f.path, size=f.size, mtime=f.mtime, width=width, height=height)
+    return record, [e.prepare(image) for e in extractors]
+
+
+def embed_views(prepared: np.ndarray, extractor: Extractor, layout: _View) -> np.ndarray:
+    """Stacked ``prepare`` outputs of shape (n, height, width[, channels]) -> every view of ``layout``
+    embedded and concatenated: float32 of shape (n, extractor.dim * len(layout))."""
+    parts = []
+    for _, turns, flip in layout:
+        x = np.flip(prepared, axis=2) if flip else prepared
+        x = np.rot90(x, turns, axes=(1, 2)) if turns else x
+        parts.append(extractor.embed(np.ascontiguousarray(x)))
+    return np.concatenate(parts, axis=1)
+
+
+@dataclass
+class EmbeddedBatch:
+    """Step 3 of :func:`extract_all` for one batch of files, done by :func:`embed_batch` (anywhere).
+
+    Attributes:
+        shapes: per file, ``(width, height)`` of the decoded image (``(0, 0)`` when skipped).
+        reasons: per file, why it was skipped, or None when it decoded.
+        vectors: per extractor, float32 of shape (files that decoded, dim * views), in file order.
+    """
+
+    shapes: list[tuple[int, int]]
+    reasons: list[str | None]
+    vectors: list[np.ndarray]
+
+
+def embed_batch(
+    files: Sequence[ImageFile], extractors: Sequence[Extractor], layouts: Sequence[_View], config: Config
+) -> EmbeddedBatch:
+    """Decode, prepare and embed every view of ``files`` with loaded ``extractors`` (one thread): what an
+    engine other than the local one runs per batch (:data:`Runner`)."""
+    draft = _draft_size(extractors, config)
+    loaded = [decode_prepared(f, extractors, config, draft) for f in files]
+    ok = [item for item in loaded if not isinstance(item, Skipped)]
+    vectors = [
+        embed_views(np.stack([arrays[e] for _, arrays in ok]), extractor, layout)
+        if ok
+        else np.zeros((0, extractor.dim * len(layout)), dtype=np.float32)
+        for e, (extractor, layout) in enumerate(zip(extractors, layouts, strict=True))
+    ]
+    return EmbeddedBatch(
+        shapes=[(0, 0) if isinstance(x, Skipped) else (x[0].width, x[0].height) for x in loaded],
+        reasons=[x.reason if isinstance(x, Skipped) else None for x in loaded],
+        vectors=[np.asarray(v, dtype=np.float32) for v in vectors],
+    )
+
+
+# An engine that decodes and embeds step 3's files elsewhere: ``runner(files, extractors, layouts, config)``
+# yields ``(positions into files, EmbeddedBatch)`` per finished batch, in any order, each file at least once.
+Runner = Callable[
+    [Sequence[ImageFile], Sequence[Extractor], Sequence[_View], Config],
+    Iterator[tuple[list[int], EmbeddedBatch]],
+]
+
+
 def _decoded_batches(
     files: Sequence[ImageFile], extractors: Sequence[Extractor], config: Config
 ) -> Iterator[list[_Loaded]]:
     """Yield batches of decoded+prepared images, in order, decoding up to :data:`PREFETCH_BATCHES` batches
     ahead in worker threads (a bounded queue: memory does not grow with the number of files)."""
     size = config.features.batch_size
-    sizes = [e.decode_size for e in extractors]
-    draft = None if not config.decode.draft or None in sizes else max(s for s in sizes if s is not None)
+    draft = _draft_size(extractors, config)
 
     def load(f: ImageFile) -> _Loaded:
-        try:
-            image, width, height = open_image(
-                f.path,
-                max_pixels=config.decode.max_pixels,
-                draft_size=draft,
-                reduce_above=config.decode.reduce_above,
-            )
-        except ImageError as e:
-            return Skipped(f.path, str(e))
-        record = ImageRecord(path=f.path, size=f.size, mtime=f.mtime, width=width, height=height)
-        return record, [e.prepare(image) for e in extractors]
+        return decode_prepared(f, extractors, config, draft)
 
     with ThreadPoolExecutor(max_workers=_decode_workers(), thread_name_prefix="dedup-decode") as pool:
         pending: deque[list[Future[_Loaded]]] = deque()

@@ -9,8 +9,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from dedup.cache import VerifyCache, extractor_identity, file_key, opened_verify
 from dedup.cache import opened as opened_cache
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
+from dedup.distributed import RaySession
+from dedup.distributed import connect as connect_ray
 from dedup.embeddings import Embeddings, to_distance
 from dedup.errors import ConfigError, InputError
 from dedup.extract import ExtractStats, FeatureSet, cache_identity, collect_features, extract_features
@@ -34,6 +36,7 @@ from dedup.ignore import PairMask, either, scan_rules
 from dedup.images import ImageFile, ImageRecord, Skipped, stat_root
 from dedup.index import EXACT_MAX, build_index, neighbour_graph
 from dedup.partition import Clustering, cluster_embeddings
+from dedup.shards import PartitionResult, PartitionWork, merge, partition_images, search_partition, works
 from dedup.verify import (
     GRAPH_EPS,
     KeypointStore,
@@ -46,6 +49,8 @@ from dedup.verify import (
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 WarnFn = Callable[[str], None]
+# Runs dedup.shards.search_partition over every partition's work, yielding the results in order.
+PartitionMap = Callable[[Iterable[PartitionWork]], Iterator[PartitionResult]]
 
 
 @dataclass
@@ -72,6 +77,8 @@ class ScanResult:
         verified: whether candidate pairs were checked with keypoints (the verify stage ran).
         verifier: the run's pair decisions (every group member's evidence comes from it).
         sources: where the vectors came from (feature cache, identical files, extraction).
+        scale: where the scan ran: ``engine`` (local or ray) and ``partitions`` (1 = one index), and for a
+            partitioned search ``border_images``, ``largest_partition`` and ``candidates``.
     """
 
     paths: list[str]
@@ -90,6 +97,7 @@ class ScanResult:
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     verified: bool = False
     verifier: Verifier | None = None
+    scale: dict[str, Any] = field(default_factory=lambda: {"engine": "local", "partitions": 1})
 
     def evidence(self, i: int, keep: int) -> PairEvidence:
         """Why image ``i`` is in the group of ``keep``: the verifier's decision for the pair."""
@@ -165,8 +173,18 @@ def find_duplicates(
     """
     config = config or Config()
     roots = scan_roots(paths, config)  # with the reference and --across folders
-    feats = collect_features(roots, config, exclude=exclude, progress=progress, warn=warn)
-    return duplicates_of(feats, config, progress=progress, warn=warn)
+    for path in roots:  # a typo in a path is reported before connecting to a cluster
+        stat_root(path)
+    with engine_session(config) as session:
+        feats = collect_features(
+            roots,
+            config,
+            exclude=exclude,
+            progress=progress,
+            warn=warn,
+            runner=session.runner if session is not None else None,
+        )
+        return duplicates_of(feats, config, progress=progress, warn=warn, session=session)
 
 
 def duplicates_of(
@@ -175,12 +193,17 @@ def duplicates_of(
     *,
     progress: ProgressFn | None = None,
     warn: WarnFn | None = None,
+    session: RaySession | None = None,
 ) -> ScanResult:
     """The second half of :func:`find_duplicates`: the duplicate groups of images whose features are known
     (candidates, decisions, DBSCAN, chaining guard, keep policy), honouring the ignore list and
-    ``cluster.across``. :mod:`dedup.saved_index` groups the new images of an index update with it.
+    ``cluster.across``; partitions run on the Ray ``session`` when there is one. :mod:`dedup.saved_index`
+    groups the new images of an index update with it.
     """
     config = config or feats.config
+    scale: dict[str, Any] = {"engine": config.scale.engine, "partitions": 1}
+    if session is not None:
+        scale["resent"] = session.resent
     extractors, images = feats.extractors, feats.images
     seconds = dict(feats.seconds)
     verify = verification_enabled(config, extractors)
@@ -199,6 +222,8 @@ def duplicates_of(
             cache=verify_cache,
             blocked=either(ignored, across_mask(images, config)),
             apart=ignored,
+            partitions=(session.map_partitions if session is not None else _map_local),
+            scale=scale,
         )
     return ScanResult(
         paths=list(feats.paths),
@@ -216,7 +241,28 @@ def duplicates_of(
         thresholds=thresholds,
         verified=verify,
         verifier=verifier,
+        scale=scale,
     )
+
+
+@contextmanager
+def engine_session(config: Config) -> Iterator[RaySession | None]:
+    """The Ray cluster connection of ``scale.engine: ray`` for one scan, or None for the local engine.
+
+    Raises:
+        EngineError: Ray is not installed or no cluster answers at ``ray.address``.
+    """
+    if config.scale.engine != "ray":
+        yield None
+        return
+    with connect_ray(config) as session:
+        yield session
+
+
+def _map_local(items: Iterable[PartitionWork]) -> Iterator[PartitionResult]:
+    """The local engine's partitions: one after the other, in this process (one partition in memory)."""
+    for work in items:
+        yield search_partition(work)
 
 
 def combined_info(extractors: Sequence[Extractor], config: Config) -> dict[str, Any]:
@@ -274,6 +320,8 @@ def _groups(
     cache: VerifyCache | None,
     blocked: PairMask | None = None,
     apart: PairMask | None = None,
+    partitions: PartitionMap = _map_local,
+    scale: dict[str, Any] | None = None,
 ) -> tuple[Verifier, list[Group], int, list[ImageRecord]]:
     """Candidates from every extractor's neighbour graph, decided by a :class:`Verifier`, then grouped.
 
@@ -284,7 +332,93 @@ def _groups(
     same path: its pairs within the threshold are edges. ``blocked`` pairs are never edges, ``apart``
     pairs never share a group (:mod:`dedup.ignore`). The images that end up in a group come back with their
     :mod:`dedup.facts` (for the keep policy).
+
+    With ``scale.partitions`` > 1 the candidates are found and decided partition by partition instead
+    (:mod:`dedup.shards`, each partition run by ``partitions``: in this process, or as Ray tasks), and their
+    decisions merged before DBSCAN; ``scale`` is then filled with the partitions' figures.
     """
+    n = len(images)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    store = KeypointStore(images, config, cache=cache, workers=workers) if verify else None
+    verifier = Verifier(
+        names=[e.name for e in extractors],
+        embeddings=list(all_embeddings),
+        thresholds=[thresholds[e.name] for e in extractors],
+        verify=verify,
+        store=store,
+        config=config.verify,
+        cache=cache,
+        workers=workers,
+        blocked=blocked,
+    )
+    if config.scale.partitions > 1 and n > 1:
+        _partitioned(verifier, images, all_embeddings, config, seconds, partitions, scale, progress)
+    else:
+        _single_index(
+            verifier, images, extractors, all_embeddings, thresholds, config, seconds, progress, cache
+        )
+    return _grouped(
+        verifier, images, extractors, all_embeddings, thresholds, config, seconds, progress, apart, cache
+    )
+
+
+def _partitioned(
+    verifier: Verifier,
+    images: list[ImageRecord],
+    all_embeddings: Sequence[Embeddings],
+    config: Config,
+    seconds: dict[str, float],
+    partitions: PartitionMap,
+    scale: dict[str, Any] | None,
+    progress: ProgressFn | None,
+) -> None:
+    """Candidates found and decided per partition (:mod:`dedup.shards`), merged into ``verifier``; pairs
+    the ignore list or ``--across`` blocks are then decided again by ``verifier`` (as ``ignored``)."""
+    t0 = time.perf_counter()
+    sc = config.scale
+    if progress:
+        progress("index", 0, len(images))
+    parts = partition_images(
+        all_embeddings[0], sc.partitions, sample=sc.sample, border=sc.border, seed=sc.seed
+    )
+    if progress:
+        progress("index", len(images), len(images))
+    seconds["index"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    thresholds = verifier.thresholds
+    proposed = merge(
+        partitions(works(parts, images, all_embeddings, verifier.names, thresholds, config, verifier.verify)),
+        verifier,
+    )
+    if verifier.blocked is not None and verifier.evidence:
+        keys = np.array(sorted(verifier.evidence), dtype=np.int64)
+        off = keys[verifier.blocked(keys[:, 0], keys[:, 1])]
+        for i, j in off.tolist():
+            del verifier.evidence[(i, j)]
+        verifier.evaluate(off)
+    seconds["verify"] = time.perf_counter() - t0
+    if scale is not None:
+        scale.update(
+            partitions=parts.count,
+            border_images=parts.border,
+            largest_partition=parts.largest,
+            candidates=proposed,
+        )
+
+
+def _single_index(
+    verifier: Verifier,
+    images: list[ImageRecord],
+    extractors: Sequence[Extractor],
+    all_embeddings: Sequence[Embeddings],
+    thresholds: dict[str, Thresholds],
+    config: Config,
+    seconds: dict[str, float],
+    progress: ProgressFn | None,
+    cache: VerifyCache | None,
+) -> None:
+    """Every extractor's neighbour graph over all images, its candidates decided by ``verifier``."""
+    verify = verifier.verify
     n = len(images)
     t0 = time.perf_counter()
     pairs = []
@@ -315,25 +449,27 @@ def _groups(
     seconds["index"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    workers = max(1, min(4, os.cpu_count() or 1))
-    store = KeypointStore(images, config, cache=cache, workers=workers) if verify else None
-    verifier = Verifier(
-        names=[e.name for e in extractors],
-        embeddings=list(all_embeddings),
-        thresholds=[thresholds[e.name] for e in extractors],
-        verify=verify,
-        store=store,
-        config=config.verify,
-        cache=cache,
-        workers=workers,
-        blocked=blocked,
-    )
     verifier.decide_candidates(candidates, budget=config.verify.budget, progress=progress)
-    graph = verifier.graph(n)
     if verify or len(extractors) > 1:
         seconds["verify"] = time.perf_counter() - t0
 
+
+def _grouped(
+    verifier: Verifier,
+    images: list[ImageRecord],
+    extractors: Sequence[Extractor],
+    all_embeddings: Sequence[Embeddings],
+    thresholds: dict[str, Thresholds],
+    config: Config,
+    seconds: dict[str, float],
+    progress: ProgressFn | None,
+    apart: PairMask | None,
+    cache: VerifyCache | None,
+) -> tuple[Verifier, list[Group], int, list[ImageRecord]]:
+    """DBSCAN on the verifier's duplicate graph, the facts of grouped images (cached in ``cache``), the
+    chaining guard."""
     t0 = time.perf_counter()
+    graph = verifier.graph(len(images))
     labels = dbscan_labels(graph, eps=GRAPH_EPS, min_samples=config.cluster.min_samples)
     grouped = np.flatnonzero(labels >= 0).tolist()
     images = list(images)

@@ -18,7 +18,7 @@ import typer
 
 from dedup import __version__
 from dedup.cli import cache, curate, explore, ignore, index, review, scan
-from dedup.cli.common import quiet_pillow, quiet_tensorflow, safe_streams
+from dedup.cli.common import quiet_pillow, quiet_ray, quiet_tensorflow, safe_streams
 
 app = typer.Typer(
     name="dedup",
@@ -55,12 +55,14 @@ def _main(
     Example: dedup scan ~/photos --report duplicates.json
     """
     quiet_tensorflow()
+    quiet_ray()
     quiet_pillow()
 
 
 def main() -> None:
     """Console-script entry point."""
     quiet_tensorflow()
+    quiet_ray()
     quiet_pillow()
     safe_streams()
     app()

@@ -253,6 +253,12 @@ def quiet_tensorflow() -> None:
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
+def quiet_ray() -> None:
+    """Keep Ray Data's INFO lines (each extraction pass's start, plan and finish) off the terminal, unless the
+    user set ``RAY_DATA_LOG_LEVEL`` themselves; its warnings and errors still show. Only the CLI does this."""
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+
+
 def build_config(config_file: Path | None, overrides: dict[str, Any]) -> Config:
     """Defaults < ``--config`` file < CLI flags (``None`` flags are ignored)."""
     return load_config(config_file, overrides)
@@ -353,6 +359,41 @@ def scan_overrides(
         "discover.recursive": recursive,
         "discover.include_hidden": include_hidden,
     }
+
+
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="Where decoding, extraction and the partitions run: local, or ray (a Ray cluster, see "
+        "--ray-address; pip install 'dedup[ray]'). [default: local]",
+        show_default=False,
+    ),
+]
+PartitionsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--partitions",
+        help="Partitioned duplicate search: k-means splits the images into N partitions searched one by "
+        "one (ray: as Ray tasks), bounding the memory of one index. [default: 1 = one index]",
+        min=1,
+        show_default=False,
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster for --engine ray: auto (RAY_ADDRESS, or the cluster of `ray start` on this "
+        "machine) or HOST:PORT of its head. [default: auto]",
+        show_default=False,
+    ),
+]
+
+
+def scale_overrides(engine: str | None, partitions: int | None, ray_address: str | None) -> dict[str, Any]:
+    """The config overrides of --engine, --partitions and --ray-address."""
+    return {"scale.engine": engine, "scale.partitions": partitions, "ray.address": ray_address}
 
 
 ToOpt = Annotated[

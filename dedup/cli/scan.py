@@ -13,11 +13,14 @@ from rich.table import Table
 
 from dedup.cli.common import (
     ConfigOpt,
+    EngineOpt,
     FeaturesOpt,
     HiddenOpt,
     KeepOpt,
     NoCacheOpt,
+    PartitionsOpt,
     ProgressReporter,
+    RayAddressOpt,
     RecursiveOpt,
     ReferenceOpt,
     ThresholdOpt,
@@ -26,6 +29,7 @@ from dedup.cli.common import (
     cache_overrides,
     common_base,
     errors,
+    scale_overrides,
     scan_overrides,
     shown,
     stderr,
@@ -89,6 +93,9 @@ def scan(
         ),
     ] = False,
     no_browser: NoBrowserOpt = False,
+    engine: EngineOpt = None,
+    partitions: PartitionsOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Report near-duplicate images (dry run: nothing is modified, moved or created except --report files).
 
@@ -99,6 +106,8 @@ def scan(
     Example: dedup scan --across data/train data/test --report leakage.json
 
     Example: dedup scan ~/photos --review
+
+    Example: dedup scan /shared/photos --engine ray --ray-address 10.0.0.5:6379 --partitions 16
     """
     from dedup import curate
     from dedup.report.files import to_json
@@ -116,6 +125,7 @@ def scan(
             {
                 **scan_overrides(threshold, features, weights, keep, recursive, include_hidden, reference),
                 **cache_overrides(no_cache),
+                **scale_overrides(engine, partitions, ray_address),
                 "cluster.across": [str(a) for a in across] if across else None,
             },
         )

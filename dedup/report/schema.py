@@ -667,6 +667,7 @@ def from_result(result: ScanResult) -> Report:
         "chain_splits": result.chain_splits,
         "blank": len(blank),
         "seconds": seconds,
+        "scale": dict(result.scale),
     }
     if result.verifier is not None:
         across = leakage(images, result.verifier.graph(len(images)), result.config)
