@@ -65,6 +65,10 @@ _IDENTITY_KEYS = (
 )
 
 
+# Identity keys only some extractors have (a saved model's bytes, a MobileNet's width, an ONNX tensor).
+_OPTIONAL_IDENTITY_KEYS = ("model_sha256", "alpha", "output", "layout")
+
+
 def default_dir() -> Path:
     """``$XDG_CACHE_HOME/dedup``, or ``~/.cache/dedup`` when XDG_CACHE_HOME is unset or not absolute."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
@@ -86,6 +90,9 @@ def extractor_identity(info: dict[str, Any]) -> str:
     """
     ident = {k: info.get(k) for k in _IDENTITY_KEYS}
     ident["preprocessing"] = info.get("preprocessing")
+    for key in _OPTIONAL_IDENTITY_KEYS:  # only where present: other extractors' identities stay as they were
+        if key in info:
+            ident[key] = info[key]
     if ident.get("weights_sha256"):
         ident["weights"] = None  # the path of a weights file does not matter, its content does
     return json.dumps(ident, sort_keys=True, separators=(",", ":"))

@@ -34,7 +34,7 @@ def _check_extractor(key: str, value: Any) -> str:
     """An extractor name, or several joined with '+' (a YAML list is joined the same way), each one a
     name of :data:`dedup.features.REGISTRY` (the part before ':' for parameterised names)."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        value = "+".join(v.strip() for v in value)
+        return "+".join(split_names([v.strip() for v in value], key))
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a name or a list of names, got {value!r}")
     return "+".join(split_names(value, key))
@@ -148,16 +148,30 @@ class FeaturesConfig:
     )
     weights: str = _opt(
         "imagenet",
-        "vgg16/resnet50 weights: imagenet (Keras cache/download), none (random, tests "
-        "only) or a path to a .h5 / .weights.h5 file",
+        "Keras-applications backbone weights (vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0): "
+        "imagenet (Keras cache/download), none (random, tests only) or a path to a .h5 / .weights.h5 file",
+    )
+    alpha: float | str = _opt(
+        AUTO,
+        "mobilenet / mobilenet_v2 width multiplier; auto = the one the weights file name states (Keras' "
+        "mobilenet_2_5_224_tf_no_top.h5 is 0.25), else 1.0",
+        lo=0.1,
+        hi=2.0,
+        auto=True,
     )
     pooling: str = _opt(
-        "avg", "global pooling of the last feature map (vgg16, resnet50, keras-model)", choices=("avg", "max")
+        "avg", "global pooling of the last feature map (Keras backbones, keras-model)", choices=("avg", "max")
     )
     preprocessing: str = _opt(
         "auto",
-        "keras-model input preprocessing: auto (= none) | none | scale01 | caffe | tf | torch",
+        "keras-model / onnx input preprocessing: auto (keras-model: none; onnx: the model's metadata "
+        "mean/std, else torch) | none | scale01 | caffe | tf | torch",
         choices=("auto", "none", "scale01", "caffe", "tf", "torch"),
+    )
+    output: str = _opt(
+        AUTO,
+        "onnx: the tensor used as features; auto = the output of the graph's last global pooling node "
+        "(the pooled features before a classifier), else the model's first output",
     )
     input_size: int = _opt(224, "side in pixels of the square model input", lo=32, hi=1024)
     batch_size: int = _opt(32, "images per model call", lo=1, hi=4096)
@@ -169,7 +183,7 @@ class FeaturesConfig:
     hash_size: int = _opt(16, "phash: side of the kept DCT block; bits = hash_size^2", lo=16, hi=64)
     precision: str = _opt(
         "float32",
-        "vgg16/resnet50 compute precision; bfloat16 is ~1.9x faster on CPUs with native bf16 "
+        "Keras-applications backbone compute precision; bfloat16 is ~1.9x faster on CPUs with native bf16 "
         "(AVX512_BF16/AMX); "
         "auto = bfloat16 on such CPUs, else float32",
         choices=(AUTO, "float32", "bfloat16"),

@@ -41,8 +41,8 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
     [
         (
             {"features.extractor": "resnet9"},
-            "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, resnet50, "
-            "keras-model:PATH, phash, thumb, color",
+            "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, resnet50, mobilenet, "
+            "mobilenet_v2, efficientnet_b0, keras-model:PATH, onnx:PATH, phash, thumb, color",
         ),
         (
             {"cluster.threshold": 1.5},

@@ -276,9 +276,10 @@ FeaturesOpt = Annotated[
     typer.Option(
         "--features",
         "-f",
-        help="Feature extractor(s): vgg16 | resnet50 | phash | thumb | color | keras-model:PATH (a saved "
-        ".keras/.h5 model), or several joined with '+' (e.g. phash+thumb+color: candidates from each, "
-        "decided by the verify stage).",
+        help="Feature extractor(s): vgg16 | resnet50 | mobilenet | mobilenet_v2 | efficientnet_b0 | phash | "
+        "thumb | color | keras-model:PATH (a saved .keras/.h5 model) | onnx:PATH (an ONNX model), or several "
+        "joined with '+' in any order (e.g. phash+thumb+color: candidates from each, decided by the verify "
+        "stage).",
         show_default=False,
     ),
 ]
@@ -286,7 +287,8 @@ WeightsOpt = Annotated[
     str | None,
     typer.Option(
         "--weights",
-        help="VGG16/ResNet50 weights: imagenet | none | PATH to a .h5/.weights.h5 file.",
+        help="Keras backbone (vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0) weights: imagenet | "
+        "none | PATH to a .h5/.weights.h5 file (a MobileNet's alpha is read from Keras' file name).",
         show_default=False,
     ),
 ]

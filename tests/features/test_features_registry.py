@@ -56,13 +56,29 @@ def test_config_validates_names_without_loading_the_extractors() -> None:
 
 
 def test_registry_names_and_flags() -> None:
-    assert list(REGISTRY) == ["vgg16", "resnet50", "keras-model", "phash", "thumb", "color"]
+    assert list(REGISTRY) == [
+        "vgg16",
+        "resnet50",
+        "mobilenet",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "keras-model",
+        "onnx",
+        "phash",
+        "thumb",
+        "color",
+    ]
     assert all(name == spec.name for name, spec in REGISTRY.items())
     assert weight_free_names() == ("phash", "thumb", "color")
-    assert allowed_extractors() == "vgg16, resnet50, keras-model:PATH, phash, thumb, color"
+    assert allowed_extractors() == (
+        "vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0, keras-model:PATH, onnx:PATH, phash, "
+        "thumb, color"
+    )
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet50", "phash", "thumb", "color"])
+@pytest.mark.parametrize(
+    "name", ["vgg16", "resnet50", "mobilenet", "mobilenet_v2", "efficientnet_b0", "phash", "thumb", "color"]
+)
 def test_every_factory_builds_the_extractor_its_spec_describes(name: str) -> None:
     spec = REGISTRY[name]
     warned: list[str] = []
@@ -136,7 +152,9 @@ def test_make_extractor_phash_info() -> None:
 
 def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
     with pytest.raises(
-        ConfigError, match="allowed values: vgg16, resnet50, keras-model:PATH, phash, thumb, color"
+        ConfigError,
+        match="allowed values: vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0, "
+        "keras-model:PATH, onnx:PATH, phash, thumb, color",
     ):
         make_extractor(FeaturesConfig(extractor="resnet9"))
     with pytest.raises(ConfigError, match="keras-model needs a PATH"):
