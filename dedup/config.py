@@ -22,6 +22,7 @@ from dedup.features.names import split_names, weight_free_names
 from dedup.keep import KEEP_POLICIES
 
 AUTO = "auto"
+CALIBRATE = "calibrate"
 #: Images with more pixels are refused as decompression bombs (Pillow's own default limit).
 DEFAULT_MAX_PIXELS = 178_956_970
 #: Larger images are shrunk right after loading (4096 x 4096 pixels): bounds the memory of decoding.
@@ -67,6 +68,23 @@ def _check_auto_bool(key: str, value: Any) -> bool | str:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise ConfigError(f"{key}: {value!r} is not allowed; allowed values: auto, true, false")
+
+
+def _check_threshold(key: str, value: Any) -> float | str:
+    """A cosine similarity (-1..1), ``auto`` or ``calibrate``."""
+    if isinstance(value, str) and value.strip().lower() in (AUTO, CALIBRATE):
+        return value.strip().lower()
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: expected a number, 'auto' or 'calibrate', got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a number, 'auto' or 'calibrate', got {number!r}")
+    if not -1.0 <= number <= 1.0:
+        raise ConfigError(
+            f"{key}: {value!r} is out of range; allowed values: -1.0 to 1.0, 'auto' or 'calibrate'"
+        )
+    return number
 
 
 def _check_folders(key: str, value: Any) -> tuple[str, ...]:
@@ -141,9 +159,9 @@ class DecodeConfig:
 @dataclass(frozen=True)
 class FeaturesConfig:
     extractor: str = _opt(
-        "vgg16",
-        "feature extractor(s): a name of dedup.features.REGISTRY or keras-model:PATH; several joined "
-        "with '+' are combined",
+        "vgg16+phash+thumb+color",
+        "feature extractor(s): a name of dedup.features.REGISTRY, keras-model:PATH or onnx:PATH; several "
+        "joined with '+' are combined (candidates from each, decided by the verify stage)",
         check=_check_extractor,
     )
     weights: str = _opt(
@@ -221,10 +239,10 @@ class IndexConfig:
 class ClusterConfig:
     threshold: float | str = _opt(
         AUTO,
-        "cosine similarity at or above which two images are duplicates; auto = the extractor's default",
-        lo=-1.0,
-        hi=1.0,
-        auto=True,
+        "cosine similarity at or above which two images are duplicates; calibrate = every extractor's "
+        "thresholds calibrated on the collection (section calibration); auto = the extractor's tuned "
+        "default for the weight-free ones, calibrated for CNNs and exported models",
+        check=_check_threshold,
     )
     min_samples: int = _opt(
         2, "DBSCAN min_samples: images (itself included) needed to seed a group", lo=2, hi=C_INT_MAX
@@ -287,6 +305,29 @@ class VerifyConfig:
         lo=64,
         hi=4096,
     )
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    sample: int = _opt(
+        48,
+        "images sampled; each gets 5 synthetic copies (re-encode, resize, crop, flip, brightness)",
+        lo=3,
+        hi=10_000,
+    )
+    neighbours: int = _opt(
+        5,
+        "nearest other images of each sampled one scored as non-copies (keypoint-checked copies excluded)",
+        lo=1,
+        hi=100,
+    )
+    target_precision: float = _opt(
+        0.99,
+        "share of the sample's pairs at or above the calibrated threshold that must be copies",
+        lo=0.5,
+        hi=1.0,
+    )
+    seed: int = _opt(0, "seed of the sample", lo=0, hi=2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -366,6 +407,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -386,6 +428,7 @@ _SECTION_TYPES: dict[str, type] = {
     "index": IndexConfig,
     "cluster": ClusterConfig,
     "verify": VerifyConfig,
+    "calibration": CalibrationConfig,
     "keep": KeepConfig,
     "group": GroupConfig,
     "cache": CacheConfig,

@@ -21,6 +21,8 @@ from dedup.across import pair_mask as across_mask
 from dedup.across import reference_folders, scan_roots
 from dedup.cache import VerifyCache, extractor_identity, file_key, opened_verify
 from dedup.cache import opened as opened_cache
+from dedup.calibrate import Calibration, calibrate, needs_calibration
+from dedup.calibrate import apply as apply_calibration
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
 from dedup.embeddings import Embeddings, to_distance
@@ -69,6 +71,7 @@ class ScanResult:
         thresholds: each extractor's effective thresholds by name.
         verified: whether candidate pairs were checked with keypoints (the verify stage ran).
         verifier: the run's pair decisions (every group member's evidence comes from it).
+        calibrations: the calibrated extractors' :class:`~dedup.calibrate.Calibration` by name.
         sources: where the vectors came from (feature cache, identical files, extraction).
     """
 
@@ -88,6 +91,7 @@ class ScanResult:
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     verified: bool = False
     verifier: Verifier | None = None
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
 
     def evidence(self, i: int, keep: int) -> PairEvidence:
         """Why image ``i`` is in the group of ``keep``: the verifier's decision for the pair."""
@@ -167,7 +171,7 @@ def find_duplicates(
     extractors, images = feats.extractors, feats.images
     seconds = dict(feats.seconds)
     verify = verification_enabled(config, extractors)
-    thresholds = {e.name: thresholds_for(e, config) for e in extractors}
+    thresholds, calibrations = run_thresholds(feats, config, progress=progress, warn=warn)
     ignored = scan_rules(images, config, warn)
     with opened_verify(config.cache, warn) if verify else nullcontext() as verify_cache:
         verifier, groups, splits, images = _groups(
@@ -199,7 +203,31 @@ def find_duplicates(
         thresholds=thresholds,
         verified=verify,
         verifier=verifier,
+        calibrations=calibrations,
     )
+
+
+def run_thresholds(
+    feats: FeatureSet, config: Config, *, progress: ProgressFn | None = None, warn: WarnFn | None = None
+) -> tuple[dict[str, Thresholds], dict[str, Calibration]]:
+    """Each extractor's effective thresholds: configured, the extractor's defaults, or calibrated on the
+    collection (:mod:`dedup.calibrate`: ``cluster.threshold: calibrate``, or ``auto`` for extractors without
+    tuned defaults). The weight-free extractors at ``auto`` cost nothing here."""
+    thresholds = {e.name: thresholds_for(e, config) for e in feats.extractors}
+    calibrations: dict[str, Calibration] = {}
+    for ex, emb in zip(feats.extractors, feats.all_embeddings, strict=True):
+        if not needs_calibration(ex, config):
+            continue
+        if progress:
+            progress("calibrate", 0, None)
+        ex.load()  # the copies are embedded even when every file came from the cache
+        found = calibrate(feats.images, ex, emb, feats.config, warn=warn)
+        if progress:
+            progress("calibrate", 1, 1)
+        if found is not None:
+            calibrations[ex.name] = found
+            thresholds[ex.name] = apply_calibration(thresholds[ex.name], found, config)
+    return thresholds, calibrations
 
 
 def combined_info(extractors: Sequence[Extractor], config: Config) -> dict[str, Any]:

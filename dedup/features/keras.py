@@ -51,16 +51,13 @@ RESNET50_DEFAULT_THRESHOLD = 0.90
 # A user's own Keras model: nothing is known about its vectors; 0.90 is a starting point, set --threshold.
 KERAS_MODEL_DEFAULT_THRESHOLD = 0.90
 
-# Loose "candidate" and "sure" thresholds of the verify stage (dedup.verify), as for the weight-free
-# extractors; the same uncalibrated values for every backbone.
-VGG16_CANDIDATE_THRESHOLD = 0.80  # not calibrated (no ImageNet weights offline)
-VGG16_SURE_THRESHOLD = 0.97  # not calibrated (no ImageNet weights offline)
-
-# The cheaper backbones (MobileNet v1, MobileNetV2, EfficientNet-B0): the same uncalibrated 0.90 / 0.80 as
-# VGG16 for the plain and candidate thresholds. Their "sure" threshold (no keypoint check needed) is never
-# reached unless calibrated (``cluster.threshold: calibrate``, dedup.calibrate): with the real MobileNet
-# alpha 0.25 of ../shared/models, false pairs of near-identical scenes reach 0.97-0.99 (README).
-CNN_UNCALIBRATED_SURE = 1.01  # above any cosine similarity: every CNN-only candidate is verified
+# Loose "candidate" and "sure" thresholds of the verify stage (dedup.verify) for every backbone, used only
+# when calibration (dedup.calibrate, the default for CNNs) is not possible (fewer than 3 images). Measured
+# with the real MobileNet alpha 0.25 of ../shared/models standing in for VGG16 (README): false pairs of
+# look-alike scenes reach 0.97-0.99, so without calibration no CNN pair skips the keypoint check.
+VGG16_CANDIDATE_THRESHOLD = 0.80
+CNN_UNCALIBRATED_SURE = 1.01  # above any cosine similarity: every CNN candidate is verified
+VGG16_SURE_THRESHOLD = CNN_UNCALIBRATED_SURE
 
 # Seed of the random weights used with ``weights: none`` (deterministic across runs).
 RANDOM_WEIGHTS_SEED = 0
