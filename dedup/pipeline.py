@@ -25,14 +25,14 @@ from dedup.calibrate import Calibration, calibrate, needs_calibration
 from dedup.calibrate import apply as apply_calibration
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
-from dedup.embeddings import Embeddings, to_distance
+from dedup.embeddings import TOLERANCE, Embeddings, to_distance
 from dedup.errors import ConfigError, InputError
 from dedup.extract import ExtractStats, FeatureSet, cache_identity, collect_features, extract_features
 from dedup.facts import read_all as read_facts
 from dedup.features import Extractor
 from dedup.ignore import PairMask, either, scan_rules
 from dedup.images import ImageFile, ImageRecord, Skipped, stat_root
-from dedup.index import EXACT_MAX, build_index, neighbour_graph
+from dedup.index import EXACT_MAX, neighbour_graph
 from dedup.partition import Clustering, cluster_embeddings
 from dedup.verify import (
     GRAPH_EPS,
@@ -40,6 +40,7 @@ from dedup.verify import (
     PairEvidence,
     Thresholds,
     Verifier,
+    promise,
     thresholds_for,
     verification_enabled,
 )
@@ -437,13 +438,22 @@ class Match:
 
     Attributes:
         image: the matching image.
-        similarity: cosine similarity to the query image, in [-1, 1].
+        similarity: cosine similarity to the query image of the first extractor, in [-1, 1].
         mirrored: True when the best match was with the mirror image of one of the two.
+        duplicate: the scan's pair decision calls the two duplicates (the same extractors, thresholds and
+            keypoint verification as ``find_duplicates``).
+        evidence: the pair decision: ``similar`` (a sure threshold reached, or the plain one without
+            verification), ``verified`` (keypoints agree), ``rejected``, or None when not decided (no
+            extractor proposed the pair).
+        similarities: each extractor's similarity by name.
     """
 
     image: ImageRecord
     similarity: float
     mirrored: bool
+    duplicate: bool = False
+    evidence: str | None = None
+    similarities: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -452,16 +462,24 @@ class SimilarResult:
 
     Attributes:
         query: the query image (decoded).
-        matches: up to ``k`` images, most similar first (ties broken by path).
+        matches: up to ``k`` images: the query's duplicates first, then the most similar; each part by
+            similarity (ties broken by path).
         collection: the images searched, their features and skipped files.
+        thresholds: each extractor's effective thresholds (calibrated ones included).
+        verified: whether candidates were checked with keypoints.
     """
 
     query: ImageRecord
     matches: list[Match]
     collection: FeatureSet
+    thresholds: dict[str, Thresholds] = field(default_factory=dict)
+    verified: bool = False
 
     @property
     def extractor(self) -> dict[str, Any]:
+        extractors = self.collection.extractors
+        if len(extractors) > 1:
+            return combined_info(extractors, self.collection.config)
         return self.collection.extractor.info()
 
 
@@ -474,14 +492,17 @@ def find_similar(
     progress: ProgressFn | None = None,
     warn: WarnFn | None = None,
 ) -> SimilarResult:
-    """The ``k`` images under ``paths`` most similar to ``image``.
+    """The ``k`` images under ``paths`` most similar to ``image``, found the way ``find_duplicates`` finds
+    duplicates.
 
-    The collection's features come from :func:`collect_features`; the query is embedded by the same
-    extractor with the same configuration (:func:`extract_features`, mirror image included when
-    ``features.mirror`` is on). Candidates come from an Annoy forest (``index`` settings of ``config``)
-    queried with the query's vector and its mirror image's; their similarity is then computed exactly with
-    :meth:`Embeddings.similarity`, so a flipped copy matches as well as a direct one. The query file itself
-    (by identity, also through a symlink) is never among the results.
+    The collection's features come from :func:`collect_features` with every configured extractor and view
+    (mirror, rotations); the query is embedded by the same extractors (:func:`extract_features`). Each
+    extractor's similarity of the query to **every** image is computed exactly (views included, no
+    approximate index), so no match depends on ``k``. The pairs any extractor proposes (its candidate
+    threshold, or its plain one without verification) are decided by the scan's :class:`Verifier` with the
+    scan's thresholds (calibrated ones included): a copy that ``scan`` pairs with the query is a duplicate
+    here, and duplicates come first. The query file itself (by identity, also through a symlink) is never
+    among the results.
 
     Raises:
         InputError: ``image`` or a path does not exist, or ``image`` cannot be decoded; ``k`` < 1.
@@ -493,34 +514,71 @@ def find_similar(
     query_path, st = stat_root(image)
     if not os.path.isfile(query_path):
         raise InputError(f"query image {image} is not a file")
-    collection = collect_features(
-        paths, config, exclude=[Path(query_path)], progress=progress, warn=warn, first_only=True
-    )
+    collection = collect_features(paths, config, exclude=[Path(query_path)], progress=progress, warn=warn)
     query_file = ImageFile(path=query_path, size=st.st_size, mtime=st.st_mtime)
-    extractor, cfg = collection.extractor, collection.config
-    with opened_cache(cfg.cache, *cache_identity(extractor, cfg), warn) as cache:  # the query may be cached
-        decoded, query_emb, failed = extract_features([query_file], extractor, cfg, cache=cache)
-    if failed:
-        raise InputError(f"cannot use query image {image}: {failed[0].reason}")
+    cfg = collection.config
+    query_embs: list[Embeddings] = []
+    decoded: list[ImageRecord] = []
+    for ex in collection.extractors:
+        with opened_cache(cfg.cache, *cache_identity(ex, cfg), warn) as cache:  # the query may be cached
+            decoded, query_emb, failed = extract_features([query_file], ex, cfg, cache=cache)
+        if failed:
+            raise InputError(f"cannot use query image {image}: {failed[0].reason}")
+        query_embs.append(query_emb)
     n = len(collection.images)
     if n == 0:
         return SimilarResult(query=decoded[0], matches=[], collection=collection)
 
-    emb = collection.embeddings
-    combined = emb.concat(query_emb)
+    thresholds, _ = run_thresholds(collection, config, progress=progress, warn=warn)
+    verify = verification_enabled(cfg, collection.extractors)
+    images = [*collection.images, decoded[0]]
+    embeddings = [emb.concat(q) for emb, q in zip(collection.all_embeddings, query_embs, strict=True)]
+    others, at_query = np.arange(n, dtype=np.int64), np.full(n, n, dtype=np.int64)
     if progress:
         progress("index", 0, n)
-    index = build_index(emb.vectors, n_trees=config.index.n_trees, seed=config.index.seed)
-    want = min(n, max(2 * k, k + 10))  # Annoy is approximate: ask for more, rank exactly
-    found = set(index.get_nns_by_vector(query_emb.vectors[0], want, config.index.search_k))
-    if query_emb.mirrored is not None:
-        found.update(index.get_nns_by_vector(query_emb.mirrored[0], want, config.index.search_k))
+    sims = np.array([emb.similarity(others, at_query)[0] for emb in embeddings])
+    flips = embeddings[0].similarity(others, at_query)[1]
     if progress:
         progress("index", n, n)
-    candidates = np.fromiter(sorted(found), dtype=np.int64)
-    sims, flips = combined.similarity(candidates, np.full(len(candidates), n))
-    order = sorted(range(len(candidates)), key=lambda j: (-sims[j], collection.images[candidates[j]].path))[
-        :k
-    ]
-    matches = [Match(collection.images[candidates[j]], float(sims[j]), bool(flips[j])) for j in order]
-    return SimilarResult(query=decoded[0], matches=matches, collection=collection)
+    names = [e.name for e in collection.extractors]
+    order_th = [thresholds[name] for name in names]
+    bar = np.array([t.candidate if verify else t.plain for t in order_th])[:, None]
+    proposed = np.flatnonzero((sims >= bar - TOLERANCE).any(axis=0))
+    # the most promising candidates are decided; enough to fill k, and every sure pair costs nothing
+    proposed = proposed[np.argsort(-promise(sims[:, proposed], order_th), kind="stable")]
+    proposed = proposed[: max(2 * k, k + config.index.neighbours)]
+    decided: dict[int, PairEvidence] = {}
+    if len(proposed):
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with opened_verify(cfg.cache, warn) if verify else nullcontext() as verify_cache:
+            verifier = Verifier(
+                names=names,
+                embeddings=embeddings,
+                thresholds=order_th,
+                verify=verify,
+                store=KeypointStore(images, cfg, cache=verify_cache, workers=workers) if verify else None,
+                config=cfg.verify,
+                cache=verify_cache,
+                workers=workers,
+            )
+            pairs = np.stack([proposed, np.full(len(proposed), n)], axis=1)
+            decided = dict(zip(proposed.tolist(), verifier.evaluate(pairs, progress=progress), strict=True))
+    first = sims[0]
+    dup = {i for i, ev in decided.items() if ev.edge}
+    order = sorted(range(n), key=lambda i: (i not in dup, -first[i], collection.images[i].path))[:k]
+    matches = []
+    for i in order:
+        ev = decided.get(i)
+        matches.append(
+            Match(
+                collection.images[i],
+                float(first[i]),
+                bool(ev.mirrored if ev is not None else flips[i]),
+                duplicate=i in dup,
+                evidence=None if ev is None else ev.reason,
+                similarities={name: round(float(sims[e, i]), 6) for e, name in enumerate(names)},
+            )
+        )
+    return SimilarResult(
+        query=decoded[0], matches=matches, collection=collection, thresholds=thresholds, verified=verify
+    )

@@ -59,8 +59,10 @@ def similar(
 ) -> None:
     """Show the k images in the searched folders most similar to IMAGE (similarity in percent).
 
-    Similarity is the cosine similarity of the features x 100 (mirror images count when
-    features.mirror is on); IMAGE itself is left out if it lies in the searched folders.
+    The same extractors, thresholds and verification as `dedup scan`: the images scan would pair with
+    IMAGE come first, marked duplicate; then the most similar others. Similarity is the first extractor's
+    cosine similarity x 100 (mirror images and rotations count as in scan); every image is compared
+    exactly, so no match depends on -k. IMAGE itself is left out if it lies in the searched folders.
 
     Example: dedup similar ~/photos/cat.jpg --in ~/photos -k 5
     """
@@ -83,6 +85,9 @@ def similar(
                 "similarity": round(m.similarity, 6),
                 "percent": round(m.similarity * 100, 2),
                 "mirrored": m.mirrored,
+                "duplicate": m.duplicate,
+                "evidence": m.evidence,
+                "similarities": m.similarities,
                 "width": m.image.width,
                 "height": m.image.height,
                 "bytes": m.image.size,
@@ -95,6 +100,7 @@ def similar(
                 "paths": result.collection.paths,
                 "k": k,
                 "extractor": result.extractor,
+                "verified": result.verified,
                 "images": len(result.collection.images),
                 "matches": matches,
                 "skipped": [{"path": s.path, "reason": s.reason} for s in result.collection.skipped],
@@ -113,12 +119,14 @@ def similar(
         table.add_column("#", justify="right")
         table.add_column("Image", overflow="fold")
         table.add_column("Similarity", justify="right")
+        table.add_column("Dup", justify="center")
         table.add_column("Size", justify="right")
         for m in matches:
             table.add_row(
                 str(m["rank"]),
                 escape(shown(m["path"], base)) + (" [yellow](mirrored)[/]" if m["mirrored"] else ""),
                 _pct(m["similarity"]),
+                "[green]yes[/]" if m["duplicate"] else "",
                 f"{m['width']}×{m['height']}, {human_bytes(m['bytes'])}",
             )
         stdout.print(table)
