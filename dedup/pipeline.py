@@ -175,7 +175,7 @@ def find_duplicates(
     thresholds, calibrations = run_thresholds(feats, config, progress=progress, warn=warn)
     ignored = scan_rules(images, config, warn)
     with opened_verify(config.cache, warn) if verify else nullcontext() as verify_cache:
-        verifier, groups, splits, images = _groups(
+        verifier, groups, splits, images = decide_groups(
             images,
             extractors,
             feats.all_embeddings,
@@ -252,7 +252,7 @@ def combined_info(extractors: Sequence[Extractor], config: Config) -> dict[str, 
     }
 
 
-def _groups(
+def decide_groups(
     images: list[ImageRecord],
     extractors: Sequence[Extractor],
     all_embeddings: Sequence[Embeddings],
@@ -265,6 +265,7 @@ def _groups(
     cache: VerifyCache | None,
     blocked: PairMask | None = None,
     apart: PairMask | None = None,
+    store: KeypointStore | None = None,
 ) -> tuple[Verifier, list[Group], int, list[ImageRecord]]:
     """Candidates from every extractor's neighbour graph, decided by a :class:`Verifier`, then grouped.
 
@@ -274,7 +275,8 @@ def _groups(
     guard keeps only members linked to their kept image. A single extractor without verification is the
     same path: its pairs within the threshold are edges. ``blocked`` pairs are never edges, ``apart``
     pairs never share a group (:mod:`dedup.ignore`). The images that end up in a group come back with their
-    :mod:`dedup.facts` (for the keep policy).
+    :mod:`dedup.facts` (for the keep policy). ``store`` reuses the keypoints of an earlier call (``dedup
+    tune`` decides one collection at many thresholds).
     """
     n = len(images)
     t0 = time.perf_counter()
@@ -307,7 +309,8 @@ def _groups(
 
     t0 = time.perf_counter()
     workers = max(1, min(4, os.cpu_count() or 1))
-    store = KeypointStore(images, config, cache=cache, workers=workers) if verify else None
+    if verify and store is None:
+        store = KeypointStore(images, config, cache=cache, workers=workers)
     verifier = Verifier(
         names=[e.name for e in extractors],
         embeddings=list(all_embeddings),
