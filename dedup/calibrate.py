@@ -11,10 +11,12 @@ pairs). From the two sets:
 
 * ``plain`` (the threshold without verification): the lowest similarity at and above which the sample's
   pairs are at least ``calibration.target_precision`` positives (and stay so at every higher threshold);
-* ``sure`` (a pair above it skips the keypoint check): halfway between the highest negative and 1, and not
-  below ``plain``; no sampled non-copy reaches it;
-* ``candidate`` (a pair at or above it is checked): the similarity 98 % of the copies reach, not above
-  ``plain``.
+  here a neighbour at least as similar as the image's own median synthetic copy is taken for a real copy
+  the keypoints could not confirm (a tiny thumbnail) and left out;
+* ``sure`` (a pair above it skips the keypoint check): halfway between the highest negative (all of them,
+  only keypoint-verified copies left out) and 1, and not below ``plain``: no sampled non-copy reaches it;
+* ``candidate`` (a pair at or above it is checked): the similarity 98 % of the copies reach, but not below
+  the median negative and not above ``plain``.
 
 The estimated precision and recall at ``plain`` (and per transform) are those of the sample; the report
 records them with the sample size (:meth:`Calibration.to_dict`). Cost: ``sample x 5`` extra embeddings and at
@@ -47,7 +49,7 @@ from dedup.verify import KeypointStore, Thresholds, Verifier
 WarnFn = Callable[[str], None]
 
 #: Bump when the copies, the sampling or the threshold rules change (part of the cache key).
-CALIBRATION_VERSION = "calibrate/v1"
+CALIBRATION_VERSION = "calibrate/v2"
 #: Share of the synthetic copies that must reach the candidate threshold.
 CANDIDATE_RECALL = 0.98
 
@@ -91,7 +93,9 @@ class Calibration:
     Attributes:
         extractor: its name.
         sample: images sampled; copies: synthetic copies scored (positives); negatives: nearest non-copies
-            scored; excluded: nearest neighbours the keypoint check showed to be copies (left out).
+            scored for the plain threshold; excluded: nearest neighbours taken for copies (the keypoint
+            check verified them, or they are as similar as the image's own median synthetic copy; the
+            latter still count for the sure threshold).
         target_precision: ``calibration.target_precision``.
         plain, candidate, sure: the thresholds (cosine similarity; a sure threshold above 1 is never met).
         precision, recall: estimated at ``plain`` on the sample; recall_by_transform: per copy kind.
@@ -128,8 +132,12 @@ def needs_calibration(extractor: Extractor, config: Config) -> bool:
     return threshold == "calibrate" or (threshold == "auto" and not extractor.weight_free)
 
 
-def _pick_thresholds(pos: np.ndarray, neg: np.ndarray, target: float) -> tuple[float, float, float]:
-    """``(plain, candidate, sure)`` from positive and negative similarities (see the module docstring)."""
+def _pick_thresholds(
+    pos: np.ndarray, neg: np.ndarray, target: float, strict: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """``(plain, candidate, sure)`` from positive and negative similarities (see the module docstring);
+    ``strict`` are the negatives the sure threshold must stay above (default ``neg``)."""
+    strict = neg if strict is None else strict
     top_neg = float(neg.max()) if len(neg) else -1.0
     values = np.unique(np.concatenate([pos, neg]))[::-1]  # high to low
     plain = float(min(1.0, top_neg + 1e-6))  # no sampled negative at or above it
@@ -139,8 +147,11 @@ def _pick_thresholds(pos: np.ndarray, neg: np.ndarray, target: float) -> tuple[f
             plain = float(t)
         elif p + n:
             break  # precision dropped below the target: lower thresholds are not taken
-    sure = max(plain, (top_neg + 1.0) / 2) if len(neg) else plain
-    candidate = min(plain, float(np.quantile(pos, 1 - CANDIDATE_RECALL))) if len(pos) else plain
+    sure = max(plain, (float(strict.max()) + 1.0) / 2) if len(strict) else plain
+    candidate = plain
+    if len(pos):  # what 98 % of the copies reach, but not below the typical nearest non-copy
+        floor = float(np.median(strict)) if len(strict) else -1.0
+        candidate = min(plain, max(float(np.quantile(pos, 1 - CANDIDATE_RECALL)), floor))
     return round(plain, 4), round(candidate, 4), round(min(sure, 1.01), 4)
 
 
@@ -240,9 +251,21 @@ def calibrate(
     )
     evidence = checker.evaluate(pairs)
     copies = np.array([ev.edge for ev in evidence], dtype=bool)
-    neg, _ = embeddings.similarity(pairs[~copies, 0], pairs[~copies, 1])
+    strict, _ = embeddings.similarity(pairs[~copies, 0], pairs[~copies, 1])
+    # For the plain threshold a neighbour as close as the image's own typical copy is taken for a copy too
+    # (a tiny thumbnail of it that the keypoints cannot confirm); the sure threshold stays above them all.
+    typical = {i: float(np.median([pos[k] for k, (o, _) in enumerate(pos_of) if o == i])) for i, _ in pos_of}
+    left = pairs[~copies]
+    alike = np.array(
+        [
+            s >= min(typical.get(int(a), 2.0), typical.get(int(b), 2.0))
+            for (a, b), s in zip(left, strict, strict=True)
+        ],
+        dtype=bool,
+    ).reshape(-1)
+    neg = strict[~alike]
 
-    plain, candidate, sure = _pick_thresholds(pos, neg, c.target_precision)
+    plain, candidate, sure = _pick_thresholds(pos, neg, c.target_precision, strict)
     tp, fp = int((pos >= plain).sum()), int((neg >= plain).sum())
     by_transform = {
         name: round(float(np.mean([pos[k] >= plain for k, (_, t) in enumerate(pos_of) if t == name])), 4)
@@ -254,7 +277,7 @@ def calibrate(
         sample=len(sample),
         copies=len(pos),
         negatives=len(neg),
-        excluded=int(copies.sum()),
+        excluded=int(copies.sum()) + int(alike.sum()),
         target_precision=c.target_precision,
         plain=plain,
         candidate=candidate,

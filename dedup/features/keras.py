@@ -52,9 +52,8 @@ RESNET50_DEFAULT_THRESHOLD = 0.90
 KERAS_MODEL_DEFAULT_THRESHOLD = 0.90
 
 # Loose "candidate" and "sure" thresholds of the verify stage (dedup.verify) for every backbone, used only
-# when calibration (dedup.calibrate, the default for CNNs) is not possible (fewer than 3 images). Measured
-# with the real MobileNet alpha 0.25 of ../shared/models standing in for VGG16 (README): false pairs of
-# look-alike scenes reach 0.97-0.99, so without calibration no CNN pair skips the keypoint check.
+# when calibration (dedup.calibrate, the default for CNNs) is not possible (fewer than 3 images): an
+# uncalibrated CNN similarity is no proof of a copy, so then no CNN pair skips the keypoint check.
 VGG16_CANDIDATE_THRESHOLD = 0.80
 CNN_UNCALIBRATED_SURE = 1.01  # above any cosine similarity: every CNN candidate is verified
 VGG16_SURE_THRESHOLD = CNN_UNCALIBRATED_SURE
