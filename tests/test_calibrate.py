@@ -106,3 +106,13 @@ def test_too_few_images_keep_the_defaults_with_a_warning(tmp_path: Path) -> None
     result = find_duplicates([tmp_path / "x"], cfg, warn=warned.append)
     assert result.calibrations == {} and result.threshold == PHashExtractor().default_threshold
     assert any("needs at least 3 images" in w for w in warned)
+
+
+def test_threshold_calibrate_on_the_command_line(tmp_path: Path, cli: Callable[..., Any]) -> None:
+    folder = _folder(tmp_path / "photos")
+    args = ("scan", folder, "-f", "phash", "--no-cache", "--json")
+    result = cli(*args, "--threshold", "calibrate")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["params"]["calibration"]["phash"]["sample"] == 10
+    bad = cli(*args, "--threshold", "sometimes")
+    assert bad.exit_code == 2 and "'sometimes' is not a number" in bad.output

@@ -262,13 +262,29 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (see configs/default.yaml).", show_default=False),
 ]
+def _threshold_value(text: str) -> str:
+    """``--threshold``: a number (range and NaN are checked by the configuration), auto or calibrate."""
+    word = text.strip().lower()
+    if word in ("auto", "calibrate"):
+        return word
+    try:
+        float(word)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number, 'auto' or 'calibrate'") from None
+    return text
+
+
 ThresholdOpt = Annotated[
-    float | None,
+    str | None,
     typer.Option(
         "--threshold",
         "-t",
-        help="Cosine similarity (-1..1) at or above which images are duplicates (default: the extractor's).",
+        help="Cosine similarity (-1..1) at or above which images are duplicates, or calibrate: every "
+        "extractor's thresholds calibrated on the collection (default auto: tuned for phash/thumb/color, "
+        "calibrated for CNNs and exported models).",
+        parser=_threshold_value,
         show_default=False,
+        metavar="FLOAT|calibrate",
     ),
 ]
 FeaturesOpt = Annotated[
@@ -337,7 +353,7 @@ def cache_overrides(no_cache: bool) -> dict[str, Any]:
 
 
 def scan_overrides(
-    threshold: float | None,
+    threshold: float | str | None,
     features: str | None,
     weights: str | None,
     keep: str | None,
