@@ -262,6 +262,8 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (see configs/default.yaml).", show_default=False),
 ]
+
+
 def _threshold_value(text: str) -> str:
     """``--threshold``: a number (range and NaN are checked by the configuration), auto or calibrate."""
     word = text.strip().lower()
