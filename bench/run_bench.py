@@ -106,7 +106,7 @@ def scan_and_score(folder: Path, truth_csv: Path, overrides: dict[str, Any]) -> 
         "corrupt_not_skipped": scores["excluded"]["not_skipped"],
         "warnings": warnings,
         "thresholds": report.params.get("thresholds"),
-        "calibration": report.params.get("calibration"),
+        "calibrated": report.params.get("calibrated"),
     }
 
 
@@ -561,7 +561,7 @@ def cnn_markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        cals = r.get("calibration") or {}
+        cals = r.get("calibrated") or {}
         cal = "; ".join(
             f"{n}: {c['plain']:.3f} / {c['sure']:.3f}, {c['precision']:.2f} / {c['recall']:.2f}"
             for n, c in cals.items()

@@ -16,7 +16,9 @@ pairs). From the two sets:
 * ``sure`` (a pair above it skips the keypoint check): halfway between the highest negative (all of them,
   only keypoint-verified copies left out) and 1, and not below ``plain``: no sampled non-copy reaches it;
 * ``candidate`` (a pair at or above it is checked): the similarity 98 % of the copies reach, but not below
-  the median negative and not above ``plain``.
+  the median negative, and never stricter than ``plain`` or the extractor's uncalibrated candidate
+  threshold (synthetic copies are easier than real ones: calibration may widen the candidates, not narrow
+  them).
 
 The estimated precision and recall at ``plain`` (and per transform) are those of the sample; the report
 records them with the sample size (:meth:`Calibration.to_dict`). Cost: ``sample x 5`` extra embeddings and at
@@ -49,7 +51,7 @@ from dedup.verify import KeypointStore, Thresholds, Verifier
 WarnFn = Callable[[str], None]
 
 #: Bump when the copies, the sampling or the threshold rules change (part of the cache key).
-CALIBRATION_VERSION = "calibrate/v2"
+CALIBRATION_VERSION = "calibrate/v3"
 #: Share of the synthetic copies that must reach the candidate threshold.
 CANDIDATE_RECALL = 0.98
 
@@ -133,10 +135,15 @@ def needs_calibration(extractor: Extractor, config: Config) -> bool:
 
 
 def _pick_thresholds(
-    pos: np.ndarray, neg: np.ndarray, target: float, strict: np.ndarray | None = None
+    pos: np.ndarray,
+    neg: np.ndarray,
+    target: float,
+    strict: np.ndarray | None = None,
+    loosest: float = 1.0,
 ) -> tuple[float, float, float]:
     """``(plain, candidate, sure)`` from positive and negative similarities (see the module docstring);
-    ``strict`` are the negatives the sure threshold must stay above (default ``neg``)."""
+    ``strict`` are the negatives the sure threshold must stay above (default ``neg``); the candidate
+    threshold is never stricter than ``loosest`` (the extractor's uncalibrated one)."""
     strict = neg if strict is None else strict
     top_neg = float(neg.max()) if len(neg) else -1.0
     values = np.unique(np.concatenate([pos, neg]))[::-1]  # high to low
@@ -151,7 +158,7 @@ def _pick_thresholds(
     candidate = plain
     if len(pos):  # what 98 % of the copies reach, but not below the typical nearest non-copy
         floor = float(np.median(strict)) if len(strict) else -1.0
-        candidate = min(plain, max(float(np.quantile(pos, 1 - CANDIDATE_RECALL)), floor))
+        candidate = min(plain, loosest, max(float(np.quantile(pos, 1 - CANDIDATE_RECALL)), floor))
     return round(plain, 4), round(candidate, 4), round(min(sure, 1.01), 4)
 
 
@@ -265,7 +272,8 @@ def calibrate(
     ).reshape(-1)
     neg = strict[~alike]
 
-    plain, candidate, sure = _pick_thresholds(pos, neg, c.target_precision, strict)
+    loosest = float(extractor.candidate_threshold)  # synthetic copies are easier than real ones
+    plain, candidate, sure = _pick_thresholds(pos, neg, c.target_precision, strict, loosest)
     tp, fp = int((pos >= plain).sum()), int((neg >= plain).sum())
     by_transform = {
         name: round(float(np.mean([pos[k] >= plain for k, (_, t) in enumerate(pos_of) if t == name])), 4)

@@ -642,7 +642,7 @@ def sweep_verified(
         }
     )
     if calibrations:
-        info = {**info, "calibration": {name: c.to_dict() for name, c in calibrations.items()}}
+        info = {**info, "calibrated": {name: c.to_dict() for name, c in calibrations.items()}}
     return TuneResult(
         rows=results,
         k=k,

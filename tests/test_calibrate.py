@@ -64,7 +64,7 @@ def test_calibrated_scan_records_the_calibration_and_uses_it(tmp_path: Path, cli
     result = cli("scan", folder, "--config", cfg, "--report", report)
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text(encoding="utf-8"))
-    cal = data["params"]["calibration"]["phash"]
+    cal = data["params"]["calibrated"]["phash"]
     assert cal["sample"] == 10 and cal["copies"] == 50 and cal["cached"] is False
     assert cal["excluded"] >= 2  # the real copies among the nearest neighbours were recognised
     assert 0 < cal["recall"] <= 1 and cal["precision"] >= 0.99
@@ -75,7 +75,7 @@ def test_calibrated_scan_records_the_calibration_and_uses_it(tmp_path: Path, cli
     assert (tmp_path / "cache" / "calibration").is_dir()
     again = cli("scan", folder, "--config", cfg, "--report", report)
     assert again.exit_code == 0, again.output
-    cached = json.loads(report.read_text(encoding="utf-8"))["params"]["calibration"]["phash"]
+    cached = json.loads(report.read_text(encoding="utf-8"))["params"]["calibrated"]["phash"]
     assert cached["cached"] is True and cached["plain"] == cal["plain"]
 
 
@@ -113,6 +113,6 @@ def test_threshold_calibrate_on_the_command_line(tmp_path: Path, cli: Callable[.
     args = ("scan", folder, "-f", "phash", "--no-cache", "--json")
     result = cli(*args, "--threshold", "calibrate")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["params"]["calibration"]["phash"]["sample"] == 10
+    assert json.loads(result.stdout)["params"]["calibrated"]["phash"]["sample"] == 10
     bad = cli(*args, "--threshold", "sometimes")
     assert bad.exit_code == 2 and "'sometimes' is not a number" in bad.output

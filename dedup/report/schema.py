@@ -647,7 +647,7 @@ def from_result(result: ScanResult) -> Report:
     params["threshold"] = result.threshold
     params["verified"] = result.verified
     if getattr(result, "calibrations", None):
-        params["calibration"] = {name: cal.to_dict() for name, cal in result.calibrations.items()}
+        params["calibrated"] = {name: cal.to_dict() for name, cal in result.calibrations.items()}
     params["thresholds"] = {
         name: {"plain": t.plain, "candidate": t.candidate, "sure": t.sure}
         for name, t in result.thresholds.items()
