@@ -834,7 +834,8 @@ def info(folder: Path) -> dict[str, Any]:
 
 
 def clear(folder: Path) -> int:
-    """Delete the cache file(s) in ``folder`` (also a damaged one moved aside). Returns bytes freed.
+    """Delete the cache file(s) in ``folder`` (also a damaged one moved aside) and the stored threshold
+    calibrations (``calibration/*.json``, :mod:`dedup.calibrate`). Returns bytes freed.
 
     Raises:
         CacheError: a file exists but cannot be removed.
@@ -851,6 +852,13 @@ def clear(folder: Path) -> int:
                 except OSError as e:
                     raise CacheError(f"cannot remove {f}: {e.strerror or e}") from e
                 freed += size
+    for f in sorted((folder / "calibration").glob("*.json")):
+        size = f.stat().st_size
+        try:
+            f.unlink()
+        except OSError as e:
+            raise CacheError(f"cannot remove {f}: {e.strerror or e}") from e
+        freed += size
     return freed
 
 

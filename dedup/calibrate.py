@@ -212,7 +212,9 @@ def calibrate(
         except (OSError, ValueError, TypeError):
             pass  # a damaged entry is computed again
 
-    # Positives: synthetic copies of the sample, embedded like files of the scan.
+    # Positives: synthetic copies of the sample, embedded like files of the scan (the model is loaded now
+    # if every file came from the feature cache).
+    extractor.load()
     pos_of: list[tuple[int, str]] = []  # (sampled image, transform) per copy
     files: list[ImageFile] = []
     with tempfile.TemporaryDirectory(prefix="dedup-calibrate-") as tmp:

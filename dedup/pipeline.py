@@ -221,7 +221,6 @@ def run_thresholds(
             continue
         if progress:
             progress("calibrate", 0, None)
-        ex.load()  # the copies are embedded even when every file came from the cache
         found = calibrate(feats.images, ex, emb, feats.config, warn=warn)
         if progress:
             progress("calibrate", 1, 1)

@@ -116,3 +116,15 @@ def test_threshold_calibrate_on_the_command_line(tmp_path: Path, cli: Callable[.
     assert json.loads(result.stdout)["params"]["calibrated"]["phash"]["sample"] == 10
     bad = cli(*args, "--threshold", "sometimes")
     assert bad.exit_code == 2 and "'sometimes' is not a number" in bad.output
+
+
+def test_cache_clear_removes_the_calibrations(tmp_path: Path, cli: Callable[..., Any]) -> None:
+    folder = _folder(tmp_path / "photos")
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"cache:\n  dir: {cache}\n", encoding="utf-8")
+    assert cli("scan", folder, "-f", "phash", "-t", "calibrate", "--config", cfg).exit_code == 0
+    assert list((cache / "calibration").glob("*.json"))
+    result = cli("cache", "clear", "--config", cfg)
+    assert result.exit_code == 0, result.output
+    assert not list((cache / "calibration").glob("*.json"))
