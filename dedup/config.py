@@ -271,7 +271,8 @@ class VerifyConfig:
     )
     sure_threshold: float | str = _opt(
         AUTO,
-        "cosine similarity at which a pair is a duplicate without verification; auto = each extractor's own",
+        "cosine similarity at which a pair is a duplicate without verification; auto = each extractor's own "
+        "(calibrated for CNNs and exported models)",
         lo=-1.0,
         hi=1.0,
         auto=True,
