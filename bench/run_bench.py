@@ -6,6 +6,7 @@ asserted by the test suite (these machines are shared and noisy).
 Usage:
     python bench/run_bench.py                 # every benchmark
     python bench/run_bench.py quality         # only the named ones
+    python bench/run_bench.py cnn             # the shared MobileNet (not VGG16) through the verified pipeline
     DEDUP_BENCH_GROUPING_N=0 python bench/run_bench.py grouping   # grouping on every labelled image
     DEDUP_BENCH_FULL=1 python bench/run_bench.py verify   # full-size generated sets (n=500 per seed, slow)
     python bench/run_bench.py --full scale    # full sizes (1M vectors, all 3,781 clothing photos): slow
