@@ -120,7 +120,7 @@ def bench_quality() -> dict[str, Any]:
             print(f"quality: {path} missing, skipped", file=sys.stderr)
             continue
         for label, overrides in (
-            ("default (vgg16, offline fallback if no weights)", {}),
+            ("default (vgg16+phash+thumb+color; offline: phash+thumb+color)", {}),
             ("phash", {"features.extractor": "phash"}),
         ):
             row = {"set": name, "config": label, **scan_and_score(path, path / truth, overrides)}
