@@ -226,7 +226,8 @@ def test_imagenet_unavailable_falls_back_to_phash_with_one_warning(
     monkeypatch.setattr(weights_module, "_keras_get_file", get_file)
     warned: list[str] = []
     ext = make_extractor(
-        FeaturesConfig(weights="imagenet", offline_fallback="phash", hash_size=16), warn=warned.append
+        FeaturesConfig(extractor="vgg16", weights="imagenet", offline_fallback="phash", hash_size=16),
+        warn=warned.append,
     )
     assert isinstance(ext, PHashExtractor)
     assert len(warned) == 1 and "\n" not in warned[0]
@@ -252,7 +253,9 @@ def test_imagenet_unavailable_without_fallback_says_how_to_supply_weights(
     monkeypatch.setattr(weights_module, "_keras_get_file", _offline)
     warned: list[str] = []
     with pytest.raises(WeightsError) as err:
-        make_extractor(FeaturesConfig(weights="imagenet", offline_fallback="none"), warn=warned.append)
+        make_extractor(
+            FeaturesConfig(extractor="vgg16", weights="imagenet", offline_fallback="none"), warn=warned.append
+        )
     message = str(err.value)
     assert "cannot obtain the ImageNet VGG16 weights" in message
     assert VGG16_NOTOP_URL in message and "--weights FILE" in message
