@@ -6,6 +6,7 @@ asserted by the test suite (these machines are shared and noisy).
 Usage:
     python bench/run_bench.py                 # every benchmark
     python bench/run_bench.py quality         # only the named ones
+    python bench/run_bench.py cnn             # the shared MobileNet (not VGG16) through the verified pipeline
     DEDUP_BENCH_GROUPING_N=0 python bench/run_bench.py grouping   # grouping on every labelled image
     DEDUP_BENCH_FULL=1 python bench/run_bench.py verify   # full-size generated sets (n=500 per seed, slow)
     python bench/run_bench.py assign          # a saved index served over HTTP: latency and throughput
@@ -110,6 +111,8 @@ def scan_and_score(folder: Path, truth_csv: Path, overrides: dict[str, Any]) -> 
         "corrupt_skipped": scores["excluded"]["skipped"],
         "corrupt_not_skipped": scores["excluded"]["not_skipped"],
         "warnings": warnings,
+        "thresholds": report.params.get("thresholds"),
+        "calibrated": report.params.get("calibrated"),
     }
 
 
@@ -122,7 +125,7 @@ def bench_quality() -> dict[str, Any]:
             print(f"quality: {path} missing, skipped", file=sys.stderr)
             continue
         for label, overrides in (
-            ("default (vgg16, offline fallback if no weights)", {}),
+            ("default (vgg16+phash+thumb+color; offline: phash+thumb+color)", {}),
             ("phash", {"features.extractor": "phash"}),
         ):
             row = {"set": name, "config": label, **scan_and_score(path, path / truth, overrides)}
@@ -227,10 +230,12 @@ def bench_grouping() -> dict[str, Any]:
         first = ex.get("extractors", [ex])[0]["name"]
         fallback = f" (first of the {ex['name']} offline fallback)" if ex.get("fallback_used") else ""
         backbone = first + fallback
-        for features, embeddings in (
+        feature_sets = [
             (backbone, result.embeddings),
             ("16x16 RGB thumbnails (baseline)", Embeddings(thumbs)),
-        ):
+        ]
+        feature_sets += _mobilenet_variants(paths)
+        for features, embeddings in feature_sets:
             for label, spec in GROUPING_METHODS.items():
                 t0 = time.perf_counter()
                 if spec["method"] == "dbscan":
@@ -277,6 +282,38 @@ def bench_grouping() -> dict[str, Any]:
             }
         )
     return {"rows": rows, "subsample": GROUPING_N, "load": _load()}
+
+
+MODELS = Path(os.environ.get("DEDUP_SHARED_MODELS", ROOT.parent / "shared" / "models"))
+MOBILENET_H5 = MODELS / "mobilenet_2_5_224_tf_no_top.h5"
+MOBILENET_KERAS = MODELS / "mobilenet025_imagenet_notop.keras"
+MOBILENETV2_ONNX = MODELS / "mobilenetv2-12-int8.onnx"
+STAND_IN = "MobileNet a=0.25 (stand-in, NOT VGG16)"
+
+
+def _mobilenet_variants(paths: list[str]) -> list[tuple[str, Any]]:
+    """The shared real ImageNet MobileNet's vectors of ``paths`` (in that order), raw and with the
+    post-processing that might help clustering: PCA to 64 dims with whitening, and PCA without whitening
+    (each L2-normalised again). Empty when ../shared/models is absent."""
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    from dedup import load_config
+    from dedup.embeddings import Embeddings, l2_normalize
+    from dedup.extract import collect_features
+
+    if not MOBILENET_H5.is_file():
+        print(f"grouping: {MOBILENET_H5} missing, MobileNet rows skipped", file=sys.stderr)
+        return []
+    cfg = load_config(overrides={"features.extractor": "mobilenet", "features.weights": str(MOBILENET_H5)})
+    feats = collect_features(paths, cfg)
+    row_of = {im.path: i for i, im in enumerate(feats.images)}
+    vectors = feats.embeddings.vectors[[row_of[p] for p in paths]]
+    out: list[tuple[str, Any]] = [(STAND_IN, Embeddings(vectors))]
+    for label, whiten in (("PCA 64 + whitening", True), ("PCA 64", False)):
+        reduced = PCA(n_components=64, whiten=whiten, random_state=0).fit_transform(vectors)
+        out.append((f"{STAND_IN}, {label}", Embeddings(l2_normalize(reduced.astype(np.float32)))))
+    return out
 
 
 def _load() -> str:
@@ -430,6 +467,115 @@ def verify_markdown(result: dict[str, Any]) -> str:
             "",
         ]
         lines += [f"- `{a}` ~ `{b}`" for a, b in fp["pairs"]]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ CNN features, calibration
+
+ND_N_CNN = 200
+
+
+def _cnn_configs() -> dict[str, dict[str, Any]]:
+    """label -> overrides: the shared real MobileNet (standing in for VGG16) in the verified pipeline, the
+    saved-model path with and without its preprocessing, and fixed vs calibrated thresholds per extractor."""
+    mob = {"features.weights": str(MOBILENET_H5)}
+    wf = "+".join(WEIGHT_FREE)
+    configs: dict[str, dict[str, Any]] = {
+        f"{wf} verified (the offline default)": {"features.extractor": wf},
+        f"mobilenet+{wf} verified, calibrated (the shape of the VGG16 default)": {
+            "features.extractor": f"mobilenet+{wf}",
+            **mob,
+        },
+        "mobilenet alone + verify, sure 0.97 (the old uncalibrated CNN value)": {
+            "features.extractor": "mobilenet",
+            "verify.enabled": True,
+            "verify.sure_threshold": 0.97,
+            "cluster.threshold": 0.9,
+            **mob,
+        },
+        "mobilenet alone + verify, calibrated": {
+            "features.extractor": "mobilenet",
+            "verify.enabled": True,
+            **mob,
+        },
+        "keras-model .keras, preprocessing none, 0.90": {
+            "features.extractor": f"keras-model:{MOBILENET_KERAS}",
+            "cluster.threshold": 0.9,
+        },
+        "keras-model .keras, preprocessing tf, 0.90": {
+            "features.extractor": f"keras-model:{MOBILENET_KERAS}",
+            "features.preprocessing": "tf",
+            "cluster.threshold": 0.9,
+        },
+    }
+    singles: dict[str, dict[str, Any]] = {
+        "phash": {"features.extractor": "phash"},
+        "thumb": {"features.extractor": "thumb"},
+        "mobilenet": {"features.extractor": "mobilenet", **mob},
+        "onnx MobileNetV2 int8": {"features.extractor": f"onnx:{MOBILENETV2_ONNX}"},
+    }
+    for name, base in singles.items():
+        fixed = 0.9 if name in ("mobilenet", "onnx MobileNetV2 int8") else "auto"
+        label = "0.90 (the old fixed default)" if fixed == 0.9 else "its tuned default"
+        configs[f"{name} alone, {label}"] = {**base, "cluster.threshold": fixed}
+        configs[f"{name} alone, calibrate"] = {**base, "cluster.threshold": "calibrate"}
+    configs[f"{wf} verified, calibrate"] = {"features.extractor": wf, "cluster.threshold": "calibrate"}
+    return configs
+
+
+def bench_cnn() -> dict[str, Any]:
+    """Real ImageNet features (the shared MobileNet alpha 0.25 standing in for VGG16, the MobileNetV2 int8
+    ONNX model) through the verified pipeline, and calibrated against fixed thresholds, on the ground-truth
+    sets and generated clothing sets."""
+    if not MOBILENET_H5.is_file():
+        print(f"cnn: {MOBILENET_H5} missing, skipped", file=sys.stderr)
+        return {"rows": []}
+    sets: list[tuple[str, Path]] = [
+        (name, DATA / folder) for name, (folder, _) in QUALITY_SETS.items() if (DATA / folder).is_dir()
+    ]
+    if (DATA / CLOTHING).is_dir() and (TOOLS / "make_nd_bench.py").is_file():
+        sets += [(f"clothing-nd n={ND_N_CNN} seed={seed}", nd_set(seed, ND_N_CNN)) for seed in ND_SEEDS]
+    cache = {"cache.dir": str(WORK / "cnn-cache")}  # features reused across rows; calibrations too
+    rows = []
+    for name, path in sets:
+        for label, overrides in _cnn_configs().items():
+            row = {
+                "set": name,
+                "config": label,
+                **scan_and_score(path, path / "ground_truth.csv", {**overrides, **cache}),
+            }
+            rows.append(row)
+            print(
+                f"cnn: {name:26s} {label:60.60s} P={row['precision']:.3f} R={row['recall']:.3f} "
+                f"F1={row['f1']:.3f} thr={row['threshold']} ({row['ms_per_image']} ms/img)",
+                file=sys.stderr,
+            )
+    return {"rows": rows, "nd_n": ND_N_CNN, "nd_seeds": list(ND_SEEDS), "stand_in": STAND_IN}
+
+
+def cnn_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "MobileNet rows use the small real ImageNet MobileNet v1 alpha 0.25 of ../shared/models standing in "
+        "for VGG16 (**not VGG16**: VGG16's ImageNet weights cannot be downloaded here); the onnx rows the "
+        "MobileNetV2 int8 ONNX model. Generated sets: `make_nd_bench.py --n "
+        f"{result.get('nd_n')}` seeds {result.get('nd_seeds')}. Calibrated thresholds: "
+        "`cluster.threshold: calibrate` (or `auto` for CNNs), sample 48, target precision 0.99; the "
+        "calibration column gives plain / sure threshold and the sample's estimated precision / recall.",
+        "",
+        "| data set | config | verified | threshold | calibration (plain / sure, est. P / R) | precision | "
+        "recall | F1 | ms/image |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        cals = r.get("calibrated") or {}
+        cal = "; ".join(
+            f"{n}: {c['plain']:.3f} / {c['sure']:.3f}, {c['precision']:.2f} / {c['recall']:.2f}"
+            for n, c in cals.items()
+        )
+        lines.append(
+            f"| {r['set']} | {r['config']} | {'yes' if r['verified'] else 'no'} | {r['threshold']:.3f} | "
+            f"{cal or '—'} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['ms_per_image']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -1368,6 +1514,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, An
     "quality": (bench_quality, quality_markdown),
     "grouping": (bench_grouping, grouping_markdown),
     "verify": (bench_verify, verify_markdown),
+    "cnn": (bench_cnn, cnn_markdown),
     "peers": (bench_peers, peers_markdown),
     "speed": (bench_speed, speed_markdown),
     "cache": (bench_cache, cache_markdown),

@@ -69,6 +69,10 @@ _IDENTITY_KEYS = (
 )
 
 
+# Identity keys only some extractors have (a saved model's bytes, a MobileNet's width, an ONNX tensor).
+_OPTIONAL_IDENTITY_KEYS = ("model_sha256", "alpha", "output", "layout")
+
+
 def default_dir() -> Path:
     """``$XDG_CACHE_HOME/dedup``, or ``~/.cache/dedup`` when XDG_CACHE_HOME is unset or not absolute."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
@@ -90,6 +94,9 @@ def extractor_identity(info: dict[str, Any]) -> str:
     """
     ident = {k: info.get(k) for k in _IDENTITY_KEYS}
     ident["preprocessing"] = info.get("preprocessing")
+    for key in _OPTIONAL_IDENTITY_KEYS:  # only where present: other extractors' identities stay as they were
+        if key in info:
+            ident[key] = info[key]
     if ident.get("weights_sha256"):
         ident["weights"] = None  # the path of a weights file does not matter, its content does
     return json.dumps(ident, sort_keys=True, separators=(",", ":"))
@@ -905,7 +912,8 @@ def info(folder: Path) -> dict[str, Any]:
 
 
 def clear(folder: Path) -> int:
-    """Delete the cache file(s) in ``folder`` (also a damaged one moved aside). Returns bytes freed.
+    """Delete the cache file(s) in ``folder`` (also a damaged one moved aside) and the stored threshold
+    calibrations (``calibration/*.json``, :mod:`dedup.calibrate`). Returns bytes freed.
 
     Raises:
         CacheError: a file exists but cannot be removed.
@@ -922,6 +930,13 @@ def clear(folder: Path) -> int:
                 except OSError as e:
                     raise CacheError(f"cannot remove {f}: {e.strerror or e}") from e
                 freed += size
+    for f in sorted((folder / "calibration").glob("*.json")):
+        size = f.stat().st_size
+        try:
+            f.unlink()
+        except OSError as e:
+            raise CacheError(f"cannot remove {f}: {e.strerror or e}") from e
+        freed += size
     return freed
 
 

@@ -22,6 +22,7 @@ from dedup.features.names import split_names, weight_free_names
 from dedup.keep import KEEP_POLICIES
 
 AUTO = "auto"
+CALIBRATE = "calibrate"
 #: Images with more pixels are refused as decompression bombs (Pillow's own default limit).
 DEFAULT_MAX_PIXELS = 178_956_970
 #: Larger images are shrunk right after loading (4096 x 4096 pixels): bounds the memory of decoding.
@@ -34,7 +35,7 @@ def _check_extractor(key: str, value: Any) -> str:
     """An extractor name, or several joined with '+' (a YAML list is joined the same way), each one a
     name of :data:`dedup.features.REGISTRY` (the part before ':' for parameterised names)."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        value = "+".join(v.strip() for v in value)
+        return "+".join(split_names([v.strip() for v in value], key))
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a name or a list of names, got {value!r}")
     return "+".join(split_names(value, key))
@@ -67,6 +68,23 @@ def _check_auto_bool(key: str, value: Any) -> bool | str:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise ConfigError(f"{key}: {value!r} is not allowed; allowed values: auto, true, false")
+
+
+def _check_threshold(key: str, value: Any) -> float | str:
+    """A cosine similarity (-1..1), ``auto`` or ``calibrate``."""
+    if isinstance(value, str) and value.strip().lower() in (AUTO, CALIBRATE):
+        return value.strip().lower()
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: expected a number, 'auto' or 'calibrate', got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ConfigError(f"{key}: expected a number, 'auto' or 'calibrate', got {number!r}")
+    if not -1.0 <= number <= 1.0:
+        raise ConfigError(
+            f"{key}: {value!r} is out of range; allowed values: -1.0 to 1.0, 'auto' or 'calibrate'"
+        )
+    return number
 
 
 def _check_folders(key: str, value: Any) -> tuple[str, ...]:
@@ -141,23 +159,37 @@ class DecodeConfig:
 @dataclass(frozen=True)
 class FeaturesConfig:
     extractor: str = _opt(
-        "vgg16",
-        "feature extractor(s): a name of dedup.features.REGISTRY or keras-model:PATH; several joined "
-        "with '+' are combined",
+        "vgg16+phash+thumb+color",
+        "feature extractor(s): a name of dedup.features.REGISTRY, keras-model:PATH or onnx:PATH; several "
+        "joined with '+' are combined (candidates from each, decided by the verify stage)",
         check=_check_extractor,
     )
     weights: str = _opt(
         "imagenet",
-        "vgg16/resnet50 weights: imagenet (Keras cache/download), none (random, tests "
-        "only) or a path to a .h5 / .weights.h5 file",
+        "Keras-applications backbone weights (vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0): "
+        "imagenet (Keras cache/download), none (random, tests only) or a path to a .h5 / .weights.h5 file",
+    )
+    alpha: float | str = _opt(
+        AUTO,
+        "mobilenet / mobilenet_v2 width multiplier; auto = the one the weights file name states (Keras' "
+        "mobilenet_2_5_224_tf_no_top.h5 is 0.25), else 1.0",
+        lo=0.1,
+        hi=2.0,
+        auto=True,
     )
     pooling: str = _opt(
-        "avg", "global pooling of the last feature map (vgg16, resnet50, keras-model)", choices=("avg", "max")
+        "avg", "global pooling of the last feature map (Keras backbones, keras-model)", choices=("avg", "max")
     )
     preprocessing: str = _opt(
         "auto",
-        "keras-model input preprocessing: auto (= none) | none | scale01 | caffe | tf | torch",
+        "keras-model / onnx input preprocessing: auto (keras-model: none; onnx: the model's metadata "
+        "mean/std, else torch) | none | scale01 | caffe | tf | torch",
         choices=("auto", "none", "scale01", "caffe", "tf", "torch"),
+    )
+    output: str = _opt(
+        AUTO,
+        "onnx: the tensor used as features; auto = the output of the graph's last global pooling node "
+        "(the pooled features before a classifier), else the model's first output",
     )
     input_size: int = _opt(224, "side in pixels of the square model input", lo=32, hi=1024)
     batch_size: int = _opt(32, "images per model call", lo=1, hi=4096)
@@ -169,7 +201,7 @@ class FeaturesConfig:
     hash_size: int = _opt(16, "phash: side of the kept DCT block; bits = hash_size^2", lo=16, hi=64)
     precision: str = _opt(
         "float32",
-        "vgg16/resnet50 compute precision; bfloat16 is ~1.9x faster on CPUs with native bf16 "
+        "Keras-applications backbone compute precision; bfloat16 is ~1.9x faster on CPUs with native bf16 "
         "(AVX512_BF16/AMX); "
         "auto = bfloat16 on such CPUs, else float32",
         choices=(AUTO, "float32", "bfloat16"),
@@ -207,10 +239,10 @@ class IndexConfig:
 class ClusterConfig:
     threshold: float | str = _opt(
         AUTO,
-        "cosine similarity at or above which two images are duplicates; auto = the extractor's default",
-        lo=-1.0,
-        hi=1.0,
-        auto=True,
+        "cosine similarity at or above which two images are duplicates; calibrate = every extractor's "
+        "thresholds calibrated on the collection (section calibration); auto = the extractor's tuned "
+        "default for the weight-free ones, calibrated for CNNs and exported models",
+        check=_check_threshold,
     )
     min_samples: int = _opt(
         2, "DBSCAN min_samples: images (itself included) needed to seed a group", lo=2, hi=C_INT_MAX
@@ -239,7 +271,8 @@ class VerifyConfig:
     )
     sure_threshold: float | str = _opt(
         AUTO,
-        "cosine similarity at which a pair is a duplicate without verification; auto = each extractor's own",
+        "cosine similarity at which a pair is a duplicate without verification; auto = each extractor's own "
+        "(calibrated for CNNs and exported models)",
         lo=-1.0,
         hi=1.0,
         auto=True,
@@ -273,6 +306,29 @@ class VerifyConfig:
         lo=64,
         hi=4096,
     )
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    sample: int = _opt(
+        48,
+        "images sampled; each gets 5 synthetic copies (re-encode, resize, crop, flip, brightness)",
+        lo=3,
+        hi=10_000,
+    )
+    neighbours: int = _opt(
+        5,
+        "nearest other images of each sampled one scored as non-copies (keypoint-checked copies excluded)",
+        lo=1,
+        hi=100,
+    )
+    target_precision: float = _opt(
+        0.99,
+        "share of the sample's pairs at or above the calibrated threshold that must be copies",
+        lo=0.5,
+        hi=1.0,
+    )
+    seed: int = _opt(0, "seed of the sample", lo=0, hi=2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -426,6 +482,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -448,6 +505,7 @@ _SECTION_TYPES: dict[str, type] = {
     "index": IndexConfig,
     "cluster": ClusterConfig,
     "verify": VerifyConfig,
+    "calibration": CalibrationConfig,
     "keep": KeepConfig,
     "group": GroupConfig,
     "cache": CacheConfig,

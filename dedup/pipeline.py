@@ -22,11 +22,13 @@ from dedup.across import pair_mask as across_mask
 from dedup.across import reference_folders, scan_roots
 from dedup.cache import VerifyCache, extractor_identity, file_key, opened_verify
 from dedup.cache import opened as opened_cache
+from dedup.calibrate import Calibration, calibrate, needs_calibration
+from dedup.calibrate import apply as apply_calibration
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import AUTO, Config
 from dedup.distributed import RaySession
 from dedup.distributed import connect as connect_ray
-from dedup.embeddings import Embeddings, to_distance
+from dedup.embeddings import TOLERANCE, Embeddings, to_distance
 from dedup.errors import ConfigError, InputError
 from dedup.extract import ExtractStats, FeatureSet, cache_identity, collect_features, extract_features
 from dedup.facts import FACTS_PARAMS, ImageFacts
@@ -34,7 +36,7 @@ from dedup.facts import read_all as read_facts
 from dedup.features import Extractor
 from dedup.ignore import PairMask, either, scan_rules
 from dedup.images import ImageFile, ImageRecord, Skipped, stat_root
-from dedup.index import EXACT_MAX, build_index, neighbour_graph
+from dedup.index import EXACT_MAX, neighbour_graph
 from dedup.partition import Clustering, cluster_embeddings
 from dedup.shards import PartitionResult, PartitionWork, merge, partition_images, search_partition, works
 from dedup.verify import (
@@ -43,6 +45,7 @@ from dedup.verify import (
     PairEvidence,
     Thresholds,
     Verifier,
+    promise,
     thresholds_for,
     verification_enabled,
 )
@@ -76,6 +79,7 @@ class ScanResult:
         thresholds: each extractor's effective thresholds by name.
         verified: whether candidate pairs were checked with keypoints (the verify stage ran).
         verifier: the run's pair decisions (every group member's evidence comes from it).
+        calibrations: the calibrated extractors' :class:`~dedup.calibrate.Calibration` by name.
         sources: where the vectors came from (feature cache, identical files, extraction).
         scale: where the scan ran: ``engine`` (local or ray) and ``partitions`` (1 = one index), and for a
             partitioned search ``border_images``, ``largest_partition`` and ``candidates``.
@@ -98,6 +102,7 @@ class ScanResult:
     verified: bool = False
     verifier: Verifier | None = None
     scale: dict[str, Any] = field(default_factory=lambda: {"engine": "local", "partitions": 1})
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
 
     def evidence(self, i: int, keep: int) -> PairEvidence:
         """Why image ``i`` is in the group of ``keep``: the verifier's decision for the pair."""
@@ -207,10 +212,10 @@ def duplicates_of(
     extractors, images = feats.extractors, feats.images
     seconds = dict(feats.seconds)
     verify = verification_enabled(config, extractors)
-    thresholds = {e.name: thresholds_for(e, config) for e in extractors}
+    thresholds, calibrations = run_thresholds(feats, config, progress=progress, warn=warn)
     ignored = scan_rules(images, config, warn)
     with opened_verify(config.cache, warn) as verify_cache:
-        verifier, groups, splits, images = _groups(
+        verifier, groups, splits, images = decide_groups(
             images,
             extractors,
             feats.all_embeddings,
@@ -242,6 +247,7 @@ def duplicates_of(
         verified=verify,
         verifier=verifier,
         scale=scale,
+        calibrations=calibrations,
     )
 
 
@@ -263,6 +269,28 @@ def _map_local(items: Iterable[PartitionWork]) -> Iterator[PartitionResult]:
     """The local engine's partitions: one after the other, in this process (one partition in memory)."""
     for work in items:
         yield search_partition(work)
+
+
+def run_thresholds(
+    feats: FeatureSet, config: Config, *, progress: ProgressFn | None = None, warn: WarnFn | None = None
+) -> tuple[dict[str, Thresholds], dict[str, Calibration]]:
+    """Each extractor's effective thresholds: configured, the extractor's defaults, or calibrated on the
+    collection (:mod:`dedup.calibrate`: ``cluster.threshold: calibrate``, or ``auto`` for extractors without
+    tuned defaults). The weight-free extractors at ``auto`` cost nothing here."""
+    thresholds = {e.name: thresholds_for(e, config) for e in feats.extractors}
+    calibrations: dict[str, Calibration] = {}
+    for ex, emb in zip(feats.extractors, feats.all_embeddings, strict=True):
+        if not needs_calibration(ex, config):
+            continue
+        if progress:
+            progress("calibrate", 0, None)
+        found = calibrate(feats.images, ex, emb, feats.config, warn=warn)
+        if progress:
+            progress("calibrate", 1, 1)
+        if found is not None:
+            calibrations[ex.name] = found
+            thresholds[ex.name] = apply_calibration(thresholds[ex.name], found, config)
+    return thresholds, calibrations
 
 
 def combined_info(extractors: Sequence[Extractor], config: Config) -> dict[str, Any]:
@@ -307,7 +335,7 @@ def _facts(records: Sequence[ImageRecord], config: Config, cache: VerifyCache | 
     return [found[r.path] for r in records]
 
 
-def _groups(
+def decide_groups(
     images: list[ImageRecord],
     extractors: Sequence[Extractor],
     all_embeddings: Sequence[Embeddings],
@@ -322,6 +350,7 @@ def _groups(
     apart: PairMask | None = None,
     partitions: PartitionMap = _map_local,
     scale: dict[str, Any] | None = None,
+    store: KeypointStore | None = None,
 ) -> tuple[Verifier, list[Group], int, list[ImageRecord]]:
     """Candidates from every extractor's neighbour graph, decided by a :class:`Verifier`, then grouped.
 
@@ -331,7 +360,8 @@ def _groups(
     guard keeps only members linked to their kept image. A single extractor without verification is the
     same path: its pairs within the threshold are edges. ``blocked`` pairs are never edges, ``apart``
     pairs never share a group (:mod:`dedup.ignore`). The images that end up in a group come back with their
-    :mod:`dedup.facts` (for the keep policy).
+    :mod:`dedup.facts` (for the keep policy). ``store`` reuses the keypoints of an earlier call (``dedup
+    tune`` decides one collection at many thresholds).
 
     With ``scale.partitions`` > 1 the candidates are found and decided partition by partition instead
     (:mod:`dedup.shards`, each partition run by ``partitions``: in this process, or as Ray tasks), and their
@@ -339,7 +369,8 @@ def _groups(
     """
     n = len(images)
     workers = max(1, min(4, os.cpu_count() or 1))
-    store = KeypointStore(images, config, cache=cache, workers=workers) if verify else None
+    if verify and store is None:
+        store = KeypointStore(images, config, cache=cache, workers=workers)
     verifier = Verifier(
         names=[e.name for e in extractors],
         embeddings=list(all_embeddings),
@@ -582,13 +613,22 @@ class Match:
 
     Attributes:
         image: the matching image.
-        similarity: cosine similarity to the query image, in [-1, 1].
+        similarity: cosine similarity to the query image of the first extractor, in [-1, 1].
         mirrored: True when the best match was with the mirror image of one of the two.
+        duplicate: the scan's pair decision calls the two duplicates (the same extractors, thresholds and
+            keypoint verification as ``find_duplicates``).
+        evidence: the pair decision: ``similar`` (a sure threshold reached, or the plain one without
+            verification), ``verified`` (keypoints agree), ``rejected``, or None when not decided (no
+            extractor proposed the pair).
+        similarities: each extractor's similarity by name.
     """
 
     image: ImageRecord
     similarity: float
     mirrored: bool
+    duplicate: bool = False
+    evidence: str | None = None
+    similarities: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -597,16 +637,24 @@ class SimilarResult:
 
     Attributes:
         query: the query image (decoded).
-        matches: up to ``k`` images, most similar first (ties broken by path).
+        matches: up to ``k`` images: the query's duplicates first, then the most similar; each part by
+            similarity (ties broken by path).
         collection: the images searched, their features and skipped files.
+        thresholds: each extractor's effective thresholds (calibrated ones included).
+        verified: whether candidates were checked with keypoints.
     """
 
     query: ImageRecord
     matches: list[Match]
     collection: FeatureSet
+    thresholds: dict[str, Thresholds] = field(default_factory=dict)
+    verified: bool = False
 
     @property
     def extractor(self) -> dict[str, Any]:
+        extractors = self.collection.extractors
+        if len(extractors) > 1:
+            return combined_info(extractors, self.collection.config)
         return self.collection.extractor.info()
 
 
@@ -619,14 +667,17 @@ def find_similar(
     progress: ProgressFn | None = None,
     warn: WarnFn | None = None,
 ) -> SimilarResult:
-    """The ``k`` images under ``paths`` most similar to ``image``.
+    """The ``k`` images under ``paths`` most similar to ``image``, found the way ``find_duplicates`` finds
+    duplicates.
 
-    The collection's features come from :func:`collect_features`; the query is embedded by the same
-    extractor with the same configuration (:func:`extract_features`, mirror image included when
-    ``features.mirror`` is on). Candidates come from an Annoy forest (``index`` settings of ``config``)
-    queried with the query's vector and its mirror image's; their similarity is then computed exactly with
-    :meth:`Embeddings.similarity`, so a flipped copy matches as well as a direct one. The query file itself
-    (by identity, also through a symlink) is never among the results.
+    The collection's features come from :func:`collect_features` with every configured extractor and view
+    (mirror, rotations); the query is embedded by the same extractors (:func:`extract_features`). Each
+    extractor's similarity of the query to **every** image is computed exactly (views included, no
+    approximate index), so no match depends on ``k``. The pairs any extractor proposes (its candidate
+    threshold, or its plain one without verification) are decided by the scan's :class:`Verifier` with the
+    scan's thresholds (calibrated ones included): a copy that ``scan`` pairs with the query is a duplicate
+    here, and duplicates come first. The query file itself (by identity, also through a symlink) is never
+    among the results.
 
     Raises:
         InputError: ``image`` or a path does not exist, or ``image`` cannot be decoded; ``k`` < 1.
@@ -638,34 +689,71 @@ def find_similar(
     query_path, st = stat_root(image)
     if not os.path.isfile(query_path):
         raise InputError(f"query image {image} is not a file")
-    collection = collect_features(
-        paths, config, exclude=[Path(query_path)], progress=progress, warn=warn, first_only=True
-    )
+    collection = collect_features(paths, config, exclude=[Path(query_path)], progress=progress, warn=warn)
     query_file = ImageFile(path=query_path, size=st.st_size, mtime=st.st_mtime)
-    extractor, cfg = collection.extractor, collection.config
-    with opened_cache(cfg.cache, *cache_identity(extractor, cfg), warn) as cache:  # the query may be cached
-        decoded, query_emb, failed = extract_features([query_file], extractor, cfg, cache=cache)
-    if failed:
-        raise InputError(f"cannot use query image {image}: {failed[0].reason}")
+    cfg = collection.config
+    query_embs: list[Embeddings] = []
+    decoded: list[ImageRecord] = []
+    for ex in collection.extractors:
+        with opened_cache(cfg.cache, *cache_identity(ex, cfg), warn) as cache:  # the query may be cached
+            decoded, query_emb, failed = extract_features([query_file], ex, cfg, cache=cache)
+        if failed:
+            raise InputError(f"cannot use query image {image}: {failed[0].reason}")
+        query_embs.append(query_emb)
     n = len(collection.images)
     if n == 0:
         return SimilarResult(query=decoded[0], matches=[], collection=collection)
 
-    emb = collection.embeddings
-    combined = emb.concat(query_emb)
+    thresholds, _ = run_thresholds(collection, config, progress=progress, warn=warn)
+    verify = verification_enabled(cfg, collection.extractors)
+    images = [*collection.images, decoded[0]]
+    embeddings = [emb.concat(q) for emb, q in zip(collection.all_embeddings, query_embs, strict=True)]
+    others, at_query = np.arange(n, dtype=np.int64), np.full(n, n, dtype=np.int64)
     if progress:
         progress("index", 0, n)
-    index = build_index(emb.vectors, n_trees=config.index.n_trees, seed=config.index.seed)
-    want = min(n, max(2 * k, k + 10))  # Annoy is approximate: ask for more, rank exactly
-    found = set(index.get_nns_by_vector(query_emb.vectors[0], want, config.index.search_k))
-    if query_emb.mirrored is not None:
-        found.update(index.get_nns_by_vector(query_emb.mirrored[0], want, config.index.search_k))
+    sims = np.array([emb.similarity(others, at_query)[0] for emb in embeddings])
+    flips = embeddings[0].similarity(others, at_query)[1]
     if progress:
         progress("index", n, n)
-    candidates = np.fromiter(sorted(found), dtype=np.int64)
-    sims, flips = combined.similarity(candidates, np.full(len(candidates), n))
-    order = sorted(range(len(candidates)), key=lambda j: (-sims[j], collection.images[candidates[j]].path))[
-        :k
-    ]
-    matches = [Match(collection.images[candidates[j]], float(sims[j]), bool(flips[j])) for j in order]
-    return SimilarResult(query=decoded[0], matches=matches, collection=collection)
+    names = [e.name for e in collection.extractors]
+    order_th = [thresholds[name] for name in names]
+    bar = np.array([t.candidate if verify else t.plain for t in order_th])[:, None]
+    proposed = np.flatnonzero((sims >= bar - TOLERANCE).any(axis=0))
+    # the most promising candidates are decided; enough to fill k, and every sure pair costs nothing
+    proposed = proposed[np.argsort(-promise(sims[:, proposed], order_th), kind="stable")]
+    proposed = proposed[: max(2 * k, k + config.index.neighbours)]
+    decided: dict[int, PairEvidence] = {}
+    if len(proposed):
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with opened_verify(cfg.cache, warn) as verify_cache:
+            verifier = Verifier(
+                names=names,
+                embeddings=embeddings,
+                thresholds=order_th,
+                verify=verify,
+                store=KeypointStore(images, cfg, cache=verify_cache, workers=workers) if verify else None,
+                config=cfg.verify,
+                cache=verify_cache,
+                workers=workers,
+            )
+            pairs = np.stack([proposed, np.full(len(proposed), n)], axis=1)
+            decided = dict(zip(proposed.tolist(), verifier.evaluate(pairs, progress=progress), strict=True))
+    first = sims[0]
+    dup = {i for i, ev in decided.items() if ev.edge}
+    order = sorted(range(n), key=lambda i: (i not in dup, -first[i], collection.images[i].path))[:k]
+    matches = []
+    for i in order:
+        ev = decided.get(i)
+        matches.append(
+            Match(
+                collection.images[i],
+                float(first[i]),
+                bool(ev.mirrored if ev is not None else flips[i]),
+                duplicate=i in dup,
+                evidence=None if ev is None else ev.reason,
+                similarities={name: round(float(sims[e, i]), 6) for e, name in enumerate(names)},
+            )
+        )
+    return SimilarResult(
+        query=decoded[0], matches=matches, collection=collection, thresholds=thresholds, verified=verify
+    )

@@ -24,6 +24,7 @@ PHASES = {
     "index": "Building neighbour graph",
     "keypoints": "Computing keypoints",
     "verify": "Verifying candidate pairs",
+    "calibrate": "Calibrating thresholds",
     "cluster": "Clustering",
     "map": "Laying out the map",
     "thumbnails": "Making thumbnails",

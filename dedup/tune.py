@@ -37,14 +37,16 @@ k-distance curve (every nearest neighbour is close), which is why the plateau ru
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
 
+from dedup.cache import VerifyCache, opened_verify
 from dedup.cluster import Group, dbscan_labels, form_groups
 from dedup.config import Config
 from dedup.embeddings import TOLERANCE, Embeddings, convert, to_distance, to_similarity
@@ -52,6 +54,7 @@ from dedup.errors import InputError
 from dedup.extract import FeatureSet, collect_features
 from dedup.index import candidate_pairs, graph_from_pairs
 from dedup.partition import knee
+from dedup.verify import KeypointStore, verification_enabled
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 WarnFn = Callable[[str], None]
@@ -65,6 +68,8 @@ DEFAULT_RANGES: dict[str, tuple[float, float, float]] = {
     "phash": (0.50, 0.96, 0.02),
 }
 FALLBACK_RANGE = (0.50, 0.98, 0.02)
+# With verification the sweep is of verify.sure_threshold (every extractor's): below it pairs need keypoints.
+VERIFIED_RANGE = (0.80, 1.00, 0.01)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class ThresholdScores:
         silhouette, davies_bouldin, calinski_harabasz: scores of the grouping on the grouped images
             (``None`` when undefined, see the module docstring).
         scored: grouped images the scores were computed on (after subsampling).
+        precision, recall, f1: pairwise scores against ``--truth`` (None without a truth CSV).
     """
 
     threshold: float
@@ -91,6 +97,9 @@ class ThresholdScores:
     davies_bouldin: float | None
     calinski_harabasz: float | None
     scored: int
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
 
 
 @dataclass
@@ -112,6 +121,9 @@ class TuneResult:
         extractor: ``info()`` of the extractor that ran.
         default_threshold: the extractor's default threshold.
         plateau: ``(lowest, highest)`` threshold of the chosen plateau, or None.
+        key: the configuration key the swept threshold is (``cluster.threshold``, or with verification
+            ``verify.sure_threshold``): setting it to a row's threshold gives that row's scan.
+        verified: whether the sweep ran the verify stage.
     """
 
     rows: list[ThresholdScores]
@@ -126,9 +138,13 @@ class TuneResult:
     extractor: dict[str, Any] = field(default_factory=dict)
     default_threshold: float = 0.0
     plateau: tuple[float, float] | None = None
+    key: str = "cluster.threshold"
+    verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "key": self.key,
+            "verified": self.verified,
             "images": self.images,
             "extractor": self.extractor,
             "default_threshold": self.default_threshold,
@@ -406,25 +422,250 @@ def tune(
     lowest: float | None = None,
     highest: float | None = None,
     step: float | None = None,
+    truth: str | Path | None = None,
     progress: ProgressFn | None = None,
     warn: WarnFn | None = None,
 ) -> TuneResult:
-    """Extract the features under ``paths`` once (:func:`dedup.pipeline.collect_features`) and
-    :func:`sweep` the thresholds over them (arguments as there). Reads files, never modifies anything.
+    """Extract the features under ``paths`` once (:func:`dedup.pipeline.collect_features`, every configured
+    extractor) and sweep the threshold the scan would use over them: with verification (the default
+    combination) :func:`sweep_verified` of ``verify.sure_threshold``, else :func:`sweep` of
+    ``cluster.threshold`` (the first extractor's). With ``truth`` (a ground-truth CSV, as for ``dedup
+    evaluate``) each row also gets its pairwise precision, recall and F1. Reads files, never modifies
+    anything but the caches.
 
     Raises:
-        InputError: a path does not exist, or a bad threshold range (checked before any extraction).
+        InputError: a path does not exist, a bad threshold range (checked before any extraction), or an
+            unreadable truth CSV.
         WeightsError: model weights cannot be obtained and no fallback is allowed.
     """
     # a bad range must fail before the long extraction (ends not given are the extractor's, known later)
-    ranges = [*DEFAULT_RANGES.values(), FALLBACK_RANGE]
+    ranges = [*DEFAULT_RANGES.values(), FALLBACK_RANGE, VERIFIED_RANGE]
     threshold_range(
         min(r[0] for r in ranges) if lowest is None else lowest,
         max(r[1] for r in ranges) if highest is None else highest,
         1.0 if step is None else step,
     )
-    collection = collect_features(paths, config, progress=progress, warn=warn, first_only=True)
-    return sweep(collection, thresholds, lowest=lowest, highest=highest, step=step, progress=progress)
+    truth_of = _truth_labels(truth) if truth is not None else None
+    collection = collect_features(paths, config, progress=progress, warn=warn)
+    if verification_enabled(collection.config, collection.extractors):
+        return sweep_verified(
+            collection,
+            config or Config(),
+            thresholds,
+            lowest=lowest,
+            highest=highest,
+            step=step,
+            truth=truth_of,
+            progress=progress,
+            warn=warn,
+        )
+    first = replace(
+        collection,
+        extractors=collection.extractors[:1],
+        all_embeddings=collection.all_embeddings[:1],
+    )
+    result = sweep(first, thresholds, lowest=lowest, highest=highest, step=step, progress=progress)
+    if truth_of is not None:
+        result = _with_truth(result, first, truth_of)
+    return result
+
+
+def _truth_labels(truth: str | Path) -> dict[str, str]:
+    """path -> group id of a truth CSV (rows of the CORRUPT group left out)."""
+    from dedup.metrics import load_truth
+
+    return {row.path: row.group_id for row in load_truth(truth).rows if row.group_id != "CORRUPT"}
+
+
+def _truth_scores(
+    groups: Sequence[Group], images: Sequence[Any], truth: dict[str, str]
+) -> tuple[float, float, float]:
+    """Pairwise precision, recall, F1 of ``groups`` over the scanned images the truth names."""
+    from dedup.metrics import pairwise_scores
+
+    scored = [i for i, im in enumerate(images) if os.path.normpath(im.path) in truth]
+    pred = {i: f"u{i}" for i in scored}
+    for g, group in enumerate(groups):
+        for m in group.members:
+            if m in pred:
+                pred[m] = f"g{g}"
+    s = pairwise_scores([truth[os.path.normpath(images[i].path)] for i in scored], [pred[i] for i in scored])
+    return (
+        round(float(s["precision"]), 4),
+        round(float(s["recall"]), 4),
+        round(float(s["f1"]), 4),
+    )
+
+
+def _with_truth(result: TuneResult, collection: FeatureSet, truth: dict[str, str]) -> TuneResult:
+    """``result`` with each row's truth scores (the plain sweep's groupings, formed again per row)."""
+    embeddings, images, config = collection.embeddings, collection.images, collection.config
+    ix = config.index
+    rows_, cols = candidate_pairs(
+        embeddings, k=ix.neighbours, n_trees=ix.n_trees, search_k=ix.search_k, seed=ix.seed
+    )
+    loosest = graph_from_pairs(
+        embeddings, rows_, cols, float(convert(result.rows[0].threshold, "similarity", "cosine"))
+    )
+    rows = []
+    for row in result.rows:
+        eps = float(convert(row.threshold, "similarity", "cosine"))
+        graph = _restrict(loosest, eps)
+        labels = dbscan_labels(graph, eps=eps, min_samples=config.cluster.min_samples)
+        groups, _ = form_groups(
+            labels, embeddings, graph, images, threshold=row.threshold, policy=config.keep.policy
+        )
+        p, r, f = _truth_scores(groups, images, truth)
+        rows.append(replace(row, precision=p, recall=r, f1=f))
+    return replace(result, rows=rows)
+
+
+class _MemoryDecisions:
+    """The verify cache's candidate, pair-decision and facts methods, in memory: the sweep decides one
+    collection at every threshold, and a pair checked once is not checked again (keypoints stay in the
+    shared :class:`~dedup.verify.KeypointStore`)."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[str, str, str], str] = {}
+        self.candidates: dict[str, np.ndarray] = {}
+        self.facts: dict[tuple[str, str], str] = {}
+
+    def get_decisions(self, params: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        return {p: self.decisions[(params, *p)] for p in pairs if (params, *p) in self.decisions}
+
+    def put_decision(self, params: str, a: str, b: str, text: str) -> None:
+        self.decisions[(params, a, b)] = text
+
+    def get_candidates(self, key: str) -> np.ndarray | None:
+        return self.candidates.get(key)
+
+    def put_candidates(self, key: str, found: np.ndarray) -> None:
+        self.candidates[key] = found
+
+    def get_facts(self, params: str, files: Sequence[tuple[str, int, float]]) -> dict[str, str]:
+        return {path: self.facts[(params, path)] for path, _, _ in files if (params, path) in self.facts}
+
+    def put_facts(self, params: str, rows: Sequence[tuple[str, int, float, str]]) -> None:
+        self.facts.update(((params, path), value) for path, _, _, value in rows)
+
+    def get_keypoints(self, *args: Any) -> None:
+        return None
+
+    def put_keypoints(self, *args: Any) -> None:
+        return None
+
+
+def sweep_verified(
+    collection: FeatureSet,
+    config: Config,
+    thresholds: Sequence[float] | None = None,
+    *,
+    lowest: float | None = None,
+    highest: float | None = None,
+    step: float | None = None,
+    truth: dict[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    warn: WarnFn | None = None,
+) -> TuneResult:
+    """The scan's own grouping (:func:`dedup.pipeline.decide_groups`: every extractor's candidates, the
+    verify stage, DBSCAN, the chaining guard) at every ``verify.sure_threshold`` in the sweep; a row is
+    exactly what ``dedup scan`` reports with that value set. Pair checks are done once for the whole sweep
+    (the verify cache, or memory when the cache is off). Scores, k-distance curve and suggestion as in
+    :func:`sweep`, on the first extractor's vectors.
+    """
+    from dedup.pipeline import decide_groups, run_thresholds
+
+    lo, hi, st = VERIFIED_RANGE
+    if thresholds is None:
+        thresholds = threshold_range(
+            lo if lowest is None else lowest, hi if highest is None else highest, st if step is None else step
+        )
+    ts = sorted({round(float(t), 6) for t in thresholds})
+    if not ts:
+        raise InputError("no thresholds to try")
+    base_cfg = collection.config
+    images, embeddings = collection.images, collection.embeddings
+    extractor = collection.extractor
+    base, calibrations = run_thresholds(collection, base_cfg, warn=warn)  # calibrated once
+    current = base[extractor.name].sure
+    ix = base_cfg.index
+    rows_, cols = candidate_pairs(
+        embeddings, k=ix.neighbours, n_trees=ix.n_trees, search_k=ix.search_k, seed=ix.seed, progress=progress
+    )
+    k = base_cfg.cluster.min_samples - 1
+    kd = k_distances(embeddings, rows_, cols, k)
+    at = knee(np.arange(len(kd)), kd)
+    elbow_threshold = None if at is None else round(float(to_similarity(kd[at])), 6)
+    results: list[ThresholdScores] = []
+    signatures: list[frozenset[tuple[int, ...]]] = []
+    with opened_verify(base_cfg.cache, warn) as persistent:
+        cache = persistent if persistent is not None else cast(VerifyCache, _MemoryDecisions())
+        store = KeypointStore(images, base_cfg, cache=persistent)
+        for done, t in enumerate(ts, start=1):
+            cfg = replace(base_cfg, verify=replace(base_cfg.verify, sure_threshold=t))
+            ths = {name: replace(th, sure=t) for name, th in base.items()}  # as verify.sure_threshold: t
+            _, groups, splits, _ = decide_groups(
+                list(images),
+                collection.extractors,
+                collection.all_embeddings,
+                ths,
+                cfg,
+                True,
+                {},
+                progress=None,
+                cache=cache,
+                store=store,
+            )
+            silhouette, davies_bouldin, calinski_harabasz, scored = _scores(groups, embeddings)
+            p = r = f = None
+            if truth is not None:
+                p, r, f = _truth_scores(groups, images, truth)
+            results.append(
+                ThresholdScores(
+                    threshold=t,
+                    groups=len(groups),
+                    duplicates=sum(len(g.members) - 1 for g in groups),
+                    grouped=sum(len(g.members) for g in groups),
+                    chain_splits=splits,
+                    silhouette=silhouette,
+                    davies_bouldin=davies_bouldin,
+                    calinski_harabasz=calinski_harabasz,
+                    scored=scored,
+                    precision=p,
+                    recall=r,
+                    f1=f,
+                )
+            )
+            signatures.append(_signature(groups))
+            if progress:
+                progress("tune", done, len(ts))
+    suggested, rule, reason, plateau = _suggest(results, signatures, kd, at, min(current, 1.0))
+    info = (
+        extractor.info()
+        if len(collection.extractors) == 1
+        else {
+            "name": "+".join(e.name for e in collection.extractors),
+            "extractors": [e.info() for e in collection.extractors],
+        }
+    )
+    if calibrations:
+        info = {**info, "calibrated": {name: c.to_dict() for name, c in calibrations.items()}}
+    return TuneResult(
+        rows=results,
+        k=k,
+        k_distance=kd,
+        elbow_index=at,
+        elbow_threshold=elbow_threshold,
+        suggested=suggested,
+        rule=rule,
+        reason=reason,
+        images=len(images),
+        extractor=info,
+        default_threshold=min(current, 1.0),
+        plateau=plateau,
+        key="verify.sure_threshold",
+        verified=True,
+    )
 
 
 def plot_panels(result: TuneResult) -> list[Any]:
@@ -487,4 +728,17 @@ def plot_panels(result: TuneResult) -> list[Any]:
             markers,
         )
     )
+    if any(r.precision is not None for r in result.rows):
+        panels.append(
+            Panel(
+                "Precision and recall against the truth (pairwise)",
+                f"threshold ({result.key})",
+                [
+                    Series("precision", ts, [r.precision for r in result.rows], PALETTE[0]),
+                    Series("recall", ts, [r.recall for r in result.rows], PALETTE[1]),
+                    Series("F1", ts, [r.f1 for r in result.rows], PALETTE[2]),
+                ],
+                markers,
+            )
+        )
     return panels

@@ -40,7 +40,7 @@ import scipy.sparse as sp
 from PIL import Image
 
 from dedup.cache import StoredKeypoints, VerifyCache, file_key
-from dedup.config import AUTO, Config, VerifyConfig
+from dedup.config import AUTO, CALIBRATE, Config, VerifyConfig
 from dedup.embeddings import TOLERANCE, Embeddings, to_distance
 from dedup.errors import DedupError, ImageError
 from dedup.images import open_image
@@ -415,7 +415,7 @@ class Thresholds:
 def thresholds_for(extractor: Any, config: Config) -> Thresholds:
     """Effective thresholds of one extractor: configured values, or the extractor's own for ``auto``."""
     default = float(extractor.default_threshold)
-    plain = default if config.cluster.threshold == AUTO else float(config.cluster.threshold)
+    plain = default if config.cluster.threshold in (AUTO, CALIBRATE) else float(config.cluster.threshold)
     cand_cfg, sure_cfg = config.verify.candidate_threshold, config.verify.sure_threshold
     candidate = float(extractor.candidate_threshold) if cand_cfg == AUTO else float(cand_cfg)
     sure = float(extractor.sure_threshold) if sure_cfg == AUTO else float(sure_cfg)
@@ -423,11 +423,12 @@ def thresholds_for(extractor: Any, config: Config) -> Thresholds:
 
 
 def verification_enabled(config: Config, extractors: Sequence[Any]) -> bool:
-    """``verify.enabled`` resolved: ``auto`` = on when several extractors are combined and all of them are
-    weight-free (the offline default, phash+thumb+color); a single extractor keeps its plain threshold."""
+    """``verify.enabled`` resolved: ``auto`` = on when several extractors are combined (the default
+    vgg16+phash+thumb+color and its offline form phash+thumb+color); a single extractor keeps its plain
+    threshold."""
     enabled = config.verify.enabled
     if enabled == AUTO:
-        return len(extractors) > 1 and all(e.weight_free for e in extractors)
+        return len(extractors) > 1
     return bool(enabled)
 
 

@@ -207,3 +207,9 @@ def non_kept(report: dict[str, Any]) -> list[str]:
 
 def records(manifest: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def shared_models() -> Path:
+    """The small real ImageNet networks (``../shared/models``); ``DEDUP_SHARED_MODELS`` overrides."""
+    override = os.environ.get("DEDUP_SHARED_MODELS")
+    return Path(override) if override else ROOT.parent / "shared" / "models"

@@ -41,14 +41,14 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
     [
         (
             {"features.extractor": "resnet9"},
-            "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, resnet50, "
-            "keras-model:PATH, phash, thumb, color",
+            "features.extractor: 'resnet9' is not allowed; allowed values: vgg16, resnet50, mobilenet, "
+            "mobilenet_v2, efficientnet_b0, keras-model:PATH, onnx:PATH, phash, thumb, color",
         ),
         (
             {"cluster.threshold": 1.5},
-            "cluster.threshold: 1.5 is out of range; allowed values: -1.0 to 1.0 or 'auto'",
+            "cluster.threshold: 1.5 is out of range; allowed values: -1.0 to 1.0, 'auto' or 'calibrate'",
         ),
-        ({"cluster.threshold": "high"}, "cluster.threshold: expected a number or 'auto'"),
+        ({"cluster.threshold": "high"}, "cluster.threshold: expected a number, 'auto' or 'calibrate'"),
         ({"index.n_trees": 0}, "index.n_trees: 0 is out of range"),
         ({"index.n_tree": 3}, "unknown config key index.n_tree"),
         ({"indexes.n_trees": 3}, "unknown config section 'indexes'"),
@@ -129,8 +129,8 @@ def test_precision_and_cache_keys():
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"cluster.threshold": float("nan")}, "expected a number or 'auto', got nan"),
-        ({"cluster.threshold": "nan"}, "expected a number or 'auto', got nan"),
+        ({"cluster.threshold": float("nan")}, "expected a number, 'auto' or 'calibrate', got nan"),
+        ({"cluster.threshold": "nan"}, "expected a number, 'auto' or 'calibrate', got nan"),
         ({"verify.min_coverage": float("inf")}, "expected a number, got inf"),
         ({"index.seed": 99999999999999999999}, "index.seed: 99999999999999999999 is out of range"),
         ({"index.search_k": 2**40}, "out of range"),

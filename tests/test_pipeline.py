@@ -160,7 +160,12 @@ def test_vgg16_runs_through_the_whole_pipeline(tmp_path):
     make_photo(2).save(tmp_path / "b.png")
     warnings: list[str] = []
     cfg = load_config(
-        overrides={"features.weights": "none", "features.input_size": 32, "features.mirror": False}
+        overrides={
+            "features.extractor": "vgg16",
+            "features.weights": "none",
+            "features.input_size": 32,
+            "features.mirror": False,
+        }
     )
     result = find_duplicates([tmp_path], cfg, warn=warnings.append)
     assert result.extractor["name"] == "vgg16" and result.extractor["fallback_used"] is False

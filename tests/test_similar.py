@@ -102,3 +102,43 @@ def test_similar_cli_errors(cli, data, tmp_path):
     result = cli("similar", data["phash_groups"]["a"][0], "--in", data["root"], "-k", "0")
     assert result.exit_code == 2
     assert Path(data["root"]).exists()
+
+
+def test_similar_finds_what_scan_groups_at_any_k(data):
+    """With the default extractors (offline: phash+thumb+color, verified), every image scan puts in the
+    query's group is a duplicate of the query in ``similar`` and comes first, at k = 1 as at k = 30: the
+    cropped and EXIF-rotated copies included, which phash alone does not find."""
+    from dedup.pipeline import find_duplicates
+
+    cfg = load_config(None, {"cache.enabled": False})
+    scan = find_duplicates([data["root"]], cfg)
+    assert scan.verified
+    by_path = {im.path: i for i, im in enumerate(scan.images)}
+    group_of = {scan.images[m].path: g for g in scan.groups for m in g.members}
+    for name in ("a", "b"):
+        query = data["groups"][name][0]
+        group = group_of[query]
+        mates = {scan.images[m].path for m in group.members} - {query}
+        assert any(data["transforms"].get(p) == "crop_5pct" for p in mates)  # beyond phash alone
+        for k in (1, len(mates), 30):
+            result = find_similar(query, [data["root"]], cfg, k=k)
+            assert result.verified and len(result.matches) == min(k, len(scan.images) - 1)
+            shown = result.matches[: min(k, len(mates))]
+            assert all(m.duplicate and m.image.path in mates for m in shown), [
+                (m.image.path, m.evidence) for m in shown
+            ]
+        full = find_similar(query, [data["root"]], cfg, k=len(mates) + 3)
+        assert {m.image.path for m in full.matches if m.duplicate} == mates
+        assert not any(m.duplicate for m in full.matches[len(mates) :])
+        assert all(by_path[m.image.path] >= 0 for m in full.matches)
+
+
+def test_similar_json_says_which_matches_are_duplicates(cli, data):
+    query = data["groups"]["a"][0]
+    result = cli("similar", query, "--in", data["root"], "-k", "2", "--json", "--no-cache")
+    assert result.exit_code == 0, result.output
+    parsed = json.loads(result.stdout)
+    assert parsed["verified"] is True and parsed["extractor"]["name"] == "phash+thumb+color"
+    first = parsed["matches"][0]
+    assert first["duplicate"] is True and first["evidence"] in ("similar", "verified")
+    assert set(first["similarities"]) == {"phash", "thumb", "color"}

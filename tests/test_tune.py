@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFilter
 
 from dedup import tune as tuning
 from dedup.config import load_config
@@ -124,7 +124,7 @@ def test_tune_cli_table_plot_and_json(cli, tmp_path):
     svg, png = tmp_path / "t.svg", tmp_path / "t.png"
     result = cli("tune", str(tmp_path / "d"), "-f", "phash", "--plot", str(svg))
     assert result.exit_code == 0, result.output
-    assert "Suggested threshold:" in result.stdout and "k-distance curve (k = 1" in result.stdout
+    assert "Suggested cluster.threshold:" in result.stdout and "k-distance curve (k = 1" in result.stdout
     assert "▶" in result.stdout and f"Plot written to {svg}" in result.stdout
     _check_svg(svg)
     result = cli(
@@ -158,3 +158,38 @@ def test_tune_cli_bad_options_fail_before_extracting(cli, tmp_path, args, messag
 
 def test_a_fine_step_over_a_narrow_range_is_allowed():
     assert len(tuning.threshold_range(0.90, 0.95, 0.0001)) == 501
+
+
+def test_verified_tune_rows_are_the_scans_at_that_sure_threshold(cli, tmp_path):
+    """With the default extractors (offline: phash+thumb+color, verified) tune sweeps
+    verify.sure_threshold through the scan's own path: applying a row's value reproduces the row, and the
+    value changes the scan; --truth adds precision / recall per threshold to the JSON and the plot."""
+    truth = write_known_groups(tmp_path / "d", k=3, distractors=3)
+    # a look-alike no keypoints confirm: a duplicate below the sure threshold only, a false pair here
+    make_photo(300).filter(ImageFilter.GaussianBlur(8)).save(tmp_path / "d" / "blurred.jpg", quality=90)
+    truth_csv = tmp_path / "truth.csv"
+    lines = ["path,group_id"]
+    for g, members in enumerate(truth):
+        lines += [f"{p},g{g}" for p in sorted(members)]
+    singles = {str(p) for p in (tmp_path / "d").iterdir()} - set().union(*truth)
+    lines += [f"{p},s{i}" for i, p in enumerate(sorted(singles))]
+    truth_csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    svg = tmp_path / "t.svg"
+    result = cli(
+        "tune", tmp_path / "d", "--min", "0.5", "--max", "1.0", "--step", "0.25", "--json", "--no-cache",
+        "--truth", truth_csv, "--plot", svg,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["key"] == "verify.sure_threshold" and data["verified"] is True
+    rows = {r["threshold"]: r for r in data["thresholds"]}
+    assert set(rows) == {0.5, 0.75, 1.0}
+    assert all(r["precision"] is not None and 0 <= r["recall"] <= 1 for r in rows.values())
+    assert "Precision and recall" in svg.read_text(encoding="utf-8")
+    seen = set()
+    for t, row in rows.items():
+        cfg = load_config(overrides={"verify.sure_threshold": t, "cache.enabled": False})
+        scan = find_duplicates([tmp_path / "d"], cfg)
+        assert (len(scan.groups), scan.duplicates) == (row["groups"], row["duplicates"]), t
+        seen.add((row["groups"], row["duplicates"], row["precision"]))
+    assert len(seen) > 1  # the swept value changes what the scan reports

@@ -173,8 +173,8 @@ def test_combination_parsing_and_errors():
     assert [e.name for e in make_extractors(cfg.features)] == ["phash", "color"]
     with pytest.raises(
         ConfigError,
-        match=r"'resnet' in 'phash\+resnet' is not allowed; allowed values: vgg16, resnet50, "
-        r"keras-model:PATH, phash",
+        match=r"'resnet' in 'phash\+resnet' is not allowed; allowed values: vgg16, resnet50, mobilenet, "
+        r"mobilenet_v2, efficientnet_b0, keras-model:PATH, onnx:PATH, phash",
     ):
         load_config(overrides={"features.extractor": "phash+resnet"})
     with pytest.raises(ConfigError, match="names an extractor twice"):
@@ -199,7 +199,7 @@ def test_config_list_of_extractors_in_yaml(tmp_path):
     assert load_config().verify.enabled == AUTO
 
 
-def test_verification_is_on_by_default_only_for_combined_weight_free_extractors():
+def test_verification_is_on_by_default_for_combined_extractors():
     cfg = Config()
     assert verification_enabled(cfg, [PHashExtractor(), ThumbExtractor()])
     assert not verification_enabled(cfg, [PHashExtractor()])  # a single extractor keeps its threshold
@@ -208,7 +208,7 @@ def test_verification_is_on_by_default_only_for_combined_weight_free_extractors(
         weight_free = False
 
     assert not verification_enabled(cfg, [Heavy()])
-    assert not verification_enabled(cfg, [Heavy(), PHashExtractor()])
+    assert verification_enabled(cfg, [Heavy(), PHashExtractor()])  # a CNN with the weight-free descriptors
     assert verification_enabled(load_config(overrides={"verify.enabled": True}), [Heavy()])
     assert not verification_enabled(load_config(overrides={"verify.enabled": "false"}), [PHashExtractor()])
 
@@ -336,8 +336,8 @@ def test_offline_vgg16_falls_back_to_the_weight_free_combination(monkeypatch, tm
     monkeypatch.setattr(weights, "_keras_get_file", offline)
     warned: list[str] = []
     extractors = make_extractors(FeaturesConfig(extractor="vgg16+color"), warn=warned.append)
-    # the fallback replaces vgg16 in place; color, already asked for, is not added twice
+    # the fallback replaces vgg16 in place; color, already asked for, is not added twice and stands in
     assert [e.name for e in extractors] == ["phash", "thumb", "color"]
     assert len(warned) == 1 and "phash+thumb+color extractors instead" in warned[0]
-    assert [e.info()["fallback_used"] for e in extractors] == [True, True, False]
-    assert all(e.info()["requested"] == "vgg16" for e in extractors[:2])
+    assert [e.info()["fallback_used"] for e in extractors] == [True, True, True]
+    assert all(e.info()["requested"] == "vgg16" for e in extractors)

@@ -268,13 +268,31 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (see configs/default.yaml).", show_default=False),
 ]
+
+
+def _threshold_value(text: str) -> str:
+    """``--threshold``: a number (range and NaN are checked by the configuration), auto or calibrate."""
+    word = text.strip().lower()
+    if word in ("auto", "calibrate"):
+        return word
+    try:
+        float(word)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number, 'auto' or 'calibrate'") from None
+    return text
+
+
 ThresholdOpt = Annotated[
-    float | None,
+    str | None,
     typer.Option(
         "--threshold",
         "-t",
-        help="Cosine similarity (-1..1) at or above which images are duplicates (default: the extractor's).",
+        help="Cosine similarity (-1..1) at or above which images are duplicates, or calibrate: every "
+        "extractor's thresholds calibrated on the collection (default auto: tuned for phash/thumb/color, "
+        "calibrated for CNNs and exported models).",
+        parser=_threshold_value,
         show_default=False,
+        metavar="FLOAT|calibrate",
     ),
 ]
 FeaturesOpt = Annotated[
@@ -282,9 +300,10 @@ FeaturesOpt = Annotated[
     typer.Option(
         "--features",
         "-f",
-        help="Feature extractor(s): vgg16 | resnet50 | phash | thumb | color | keras-model:PATH (a saved "
-        ".keras/.h5 model), or several joined with '+' (e.g. phash+thumb+color: candidates from each, "
-        "decided by the verify stage).",
+        help="Feature extractor(s): vgg16 | resnet50 | mobilenet | mobilenet_v2 | efficientnet_b0 | phash | "
+        "thumb | color | keras-model:PATH (a saved .keras/.h5 model) | onnx:PATH (an ONNX model), or several "
+        "joined with '+' in any order (e.g. phash+thumb+color: candidates from each, decided by the verify "
+        "stage).",
         show_default=False,
     ),
 ]
@@ -292,7 +311,8 @@ WeightsOpt = Annotated[
     str | None,
     typer.Option(
         "--weights",
-        help="VGG16/ResNet50 weights: imagenet | none | PATH to a .h5/.weights.h5 file.",
+        help="Keras backbone (vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0) weights: imagenet | "
+        "none | PATH to a .h5/.weights.h5 file (a MobileNet's alpha is read from Keras' file name).",
         show_default=False,
     ),
 ]
@@ -341,7 +361,7 @@ def cache_overrides(no_cache: bool) -> dict[str, Any]:
 
 
 def scan_overrides(
-    threshold: float | None,
+    threshold: float | str | None,
     features: str | None,
     weights: str | None,
     keep: str | None,

@@ -59,8 +59,10 @@ def similar(
 ) -> None:
     """Show the k images in the searched folders most similar to IMAGE (similarity in percent).
 
-    Similarity is the cosine similarity of the features x 100 (mirror images count when
-    features.mirror is on); IMAGE itself is left out if it lies in the searched folders.
+    The same extractors, thresholds and verification as `dedup scan`: the images scan would pair with
+    IMAGE come first, marked duplicate; then the most similar others. Similarity is the first extractor's
+    cosine similarity x 100 (mirror images and rotations count as in scan); every image is compared
+    exactly, so no match depends on -k. IMAGE itself is left out if it lies in the searched folders.
 
     Example: dedup similar ~/photos/cat.jpg --in ~/photos -k 5
     """
@@ -83,6 +85,9 @@ def similar(
                 "similarity": round(m.similarity, 6),
                 "percent": round(m.similarity * 100, 2),
                 "mirrored": m.mirrored,
+                "duplicate": m.duplicate,
+                "evidence": m.evidence,
+                "similarities": m.similarities,
                 "width": m.image.width,
                 "height": m.image.height,
                 "bytes": m.image.size,
@@ -95,6 +100,7 @@ def similar(
                 "paths": result.collection.paths,
                 "k": k,
                 "extractor": result.extractor,
+                "verified": result.verified,
                 "images": len(result.collection.images),
                 "matches": matches,
                 "skipped": [{"path": s.path, "reason": s.reason} for s in result.collection.skipped],
@@ -113,12 +119,14 @@ def similar(
         table.add_column("#", justify="right")
         table.add_column("Image", overflow="fold")
         table.add_column("Similarity", justify="right")
+        table.add_column("Dup", justify="center")
         table.add_column("Size", justify="right")
         for m in matches:
             table.add_row(
                 str(m["rank"]),
                 escape(shown(m["path"], base)) + (" [yellow](mirrored)[/]" if m["mirrored"] else ""),
                 _pct(m["similarity"]),
+                "[green]yes[/]" if m["duplicate"] else "",
                 f"{m['width']}×{m['height']}, {human_bytes(m['bytes'])}",
             )
         stdout.print(table)
@@ -272,18 +280,35 @@ def tune(
     lowest: Annotated[
         float | None,
         typer.Option(
-            "--min", help="Lowest threshold tried (default: vgg16 0.70, phash 0.50).", show_default=False
+            "--min",
+            help="Lowest threshold tried (default: verified scans 0.80, vgg16 0.70, phash 0.50).",
+            show_default=False,
         ),
     ] = None,
     highest: Annotated[
         float | None,
         typer.Option(
-            "--max", help="Highest threshold tried (default: vgg16 0.99, phash 0.96).", show_default=False
+            "--max",
+            help="Highest threshold tried (default: verified scans 1.00, vgg16 0.99, phash 0.96).",
+            show_default=False,
         ),
     ] = None,
     step: Annotated[
         float | None,
-        typer.Option("--step", help="Threshold step (default: vgg16 0.01, phash 0.02).", show_default=False),
+        typer.Option(
+            "--step",
+            help="Threshold step (default: verified 0.01, vgg16 0.01, phash 0.02).",
+            show_default=False,
+        ),
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth",
+            help="Ground-truth CSV (path, group_id; as for `dedup evaluate`): precision / recall / F1 per "
+            "threshold, in the table and the plot.",
+            show_default=False,
+        ),
     ] = None,
     plot: Annotated[
         Path | None,
@@ -293,10 +318,13 @@ def tune(
         bool, typer.Option("--json", help="Print the sweep as JSON to stdout (progress stays on stderr).")
     ] = False,
 ) -> None:
-    """Sweep the similarity threshold over features extracted once, and suggest one.
+    """Sweep the threshold the scan uses over features extracted once, and suggest one.
 
-    For each threshold: duplicate groups and images, and the silhouette, Davies–Bouldin and
-    Calinski–Harabasz scores of the grouping; plus the k-distance curve and its elbow.
+    The same extractors, views and verification as `dedup scan`: with verification (the default
+    combination) the sweep is of verify.sure_threshold and each row is exactly the scan with that value;
+    a single extractor sweeps cluster.threshold. For each threshold: duplicate groups and images, the
+    silhouette, Davies–Bouldin and Calinski–Harabasz scores of the grouping, and with --truth precision,
+    recall and F1; plus the k-distance curve and its elbow.
 
     Example: dedup tune ~/photos --features phash --plot tune.svg
     """
@@ -315,7 +343,14 @@ def tune(
             check_plot_destination(plot)
         with ProgressReporter(stderr) as progress:
             result = tuning.tune(
-                paths, cfg, lowest=lowest, highest=highest, step=step, progress=progress, warn=warn
+                paths,
+                cfg,
+                lowest=lowest,
+                highest=highest,
+                step=step,
+                truth=truth,
+                progress=progress,
+                warn=warn,
             )
         if plot is not None:
             write_plot(tuning.plot_panels(result), plot)
@@ -327,10 +362,13 @@ def tune(
             "Dups = duplicate images, Splits = chain splits, Silh. = silhouette, DB = Davies–Bouldin, "
             "CH = Calinski–Harabasz (scores on grouped images only)"
         )
-        for name in ("Threshold", "Groups", "Dups", "Grouped", "Splits", "Silh.", "DB", "CH"):
+        scored = truth is not None
+        columns = ["Threshold", "Groups", "Dups", "Grouped", "Splits", "Silh.", "DB", "CH"]
+        for name in columns + (["P", "R", "F1"] if scored else []):
             table.add_column(name, justify="right")
         for row in result.rows:
             mark = row.threshold == result.suggested
+            extra = [_score(row.precision), _score(row.recall), _score(row.f1)] if scored else []
             table.add_row(
                 ("[bold green]▶ " if mark else "") + f"{row.threshold:.3f}" + ("[/]" if mark else ""),
                 str(row.groups),
@@ -340,6 +378,7 @@ def tune(
                 _score(row.silhouette),
                 _score(row.davies_bouldin),
                 _score(row.calinski_harabasz, 1),
+                *extra,
             )
         console.print(table)
         kd = result.k_distance
@@ -354,7 +393,8 @@ def tune(
         else:
             console.print(f"k-distance curve (k = {result.k}, {len(kd)} images): no elbow", highlight=False)
         console.print(
-            f"[bold]Suggested threshold: {result.suggested:.3f}[/] ({result.rule}). {escape(result.reason)}",
+            f"[bold]Suggested {result.key}: {result.suggested:.3f}[/] ({result.rule}). "
+            + escape(result.reason),
             highlight=False,
             soft_wrap=True,
         )

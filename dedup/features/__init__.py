@@ -130,7 +130,8 @@ def make_extractors(
     all come from the cache never imports TensorFlow.
 
     An extractor whose ImageNet weights cannot be obtained is replaced by the weight-free extractors of
-    ``cfg.offline_fallback`` (after one warning through ``warn``), leaving out any already in the list; with
+    ``cfg.offline_fallback`` (after one warning through ``warn``), each name once (the first occurrence:
+    offline, the default ``vgg16+phash+thumb+color`` becomes the fallback ``phash+thumb+color``); with
     ``offline_fallback: none`` that is an error saying how to supply the weights file.
 
     Returns:
@@ -156,9 +157,8 @@ def make_extractors(
                 )
             out.extend(_fallback(cfg, name, str(e)))
     unique: dict[str, Extractor] = {}
-    for ex in out:  # one per name; one the user asked for wins over the same one brought in as a fallback
-        if ex.name not in unique or unique[ex.name].info().get("fallback_used"):
-            unique[ex.name] = ex
+    for ex in out:  # one per name, the first: a fallback standing in for a missing extractor stays one
+        unique.setdefault(ex.name, ex)  # even when it was also asked for later (vgg16+phash+thumb+color)
     return list(unique.values())
 
 

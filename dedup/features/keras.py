@@ -1,6 +1,7 @@
-"""The Keras extractors: ``vgg16`` and ``resnet50`` (Keras applications) and ``keras-model:PATH``.
+"""The Keras extractors: Keras applications (``vgg16``, ``resnet50``, ``mobilenet``, ``mobilenet_v2``,
+``efficientnet_b0``) and ``keras-model:PATH``.
 
-VGG16 and ResNet50 are one :class:`KerasAppExtractor` parameterised by a :class:`KerasApp` (constructor,
+The backbones are one :class:`KerasAppExtractor` parameterised by a :class:`KerasApp` (constructor,
 weights file name / URL / md5, preprocessing, default threshold); ``keras-model:PATH`` is any saved Keras
 model (:class:`KerasModelExtractor`). TensorFlow/Keras is imported inside the methods that run a model, so
 importing this module stays fast; the weights files are found and loaded by :mod:`dedup.features.weights`.
@@ -8,8 +9,9 @@ importing this module stays fast; the weights files are found and loaded by :mod
 
 from __future__ import annotations
 
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +51,12 @@ RESNET50_DEFAULT_THRESHOLD = 0.90
 # A user's own Keras model: nothing is known about its vectors; 0.90 is a starting point, set --threshold.
 KERAS_MODEL_DEFAULT_THRESHOLD = 0.90
 
-# Loose "candidate" and "sure" thresholds of the verify stage (dedup.verify), as for the weight-free
-# extractors; the same uncalibrated values for every backbone.
-VGG16_CANDIDATE_THRESHOLD = 0.80  # not calibrated (no ImageNet weights offline)
-VGG16_SURE_THRESHOLD = 0.97  # not calibrated (no ImageNet weights offline)
+# Loose "candidate" and "sure" thresholds of the verify stage (dedup.verify) for every backbone, used only
+# when calibration (dedup.calibrate, the default for CNNs) is not possible (fewer than 3 images): an
+# uncalibrated CNN similarity is no proof of a copy, so then no CNN pair skips the keypoint check.
+VGG16_CANDIDATE_THRESHOLD = 0.80
+CNN_UNCALIBRATED_SURE = 1.01  # above any cosine similarity: every CNN candidate is verified
+VGG16_SURE_THRESHOLD = CNN_UNCALIBRATED_SURE
 
 # Seed of the random weights used with ``weights: none`` (deterministic across runs).
 RANDOM_WEIGHTS_SEED = 0
@@ -60,6 +64,9 @@ RANDOM_WEIGHTS_SEED = 0
 # Bump when prepare()/embed() change in a way that changes the vectors (feature-cache identity).
 VGG16_PREPROCESSING = "vgg16/resize-bilinear/caffe/v1"
 RESNET50_PREPROCESSING = "resnet50/resize-bilinear/caffe/v1"
+MOBILENET_PREPROCESSING = "mobilenet/resize-bilinear/tf/v1"
+MOBILENET_V2_PREPROCESSING = "mobilenet_v2/resize-bilinear/tf/v1"
+EFFICIENTNET_B0_PREPROCESSING = "efficientnet_b0/resize-bilinear/in-model-rescaling/v1"
 KERAS_MODEL_PREPROCESSING = "keras-model/resize-bilinear/{mode}/v1"
 
 # features.preprocessing values for keras-model:PATH: keras.applications.imagenet_utils modes, plus "none"
@@ -73,7 +80,7 @@ PREPROCESSING_MODES = ("auto", "none", "scale01", "caffe", "tf", "torch")
 
 @dataclass(frozen=True)
 class KerasApp:
-    """What differs between the Keras-applications backbones dedup offers (VGG16, ResNet50).
+    """What differs between the Keras-applications backbones dedup offers.
 
     Attributes:
         name: extractor name ("vgg16").
@@ -81,10 +88,17 @@ class KerasApp:
         constructor: attribute of ``keras.applications`` building the model ("VGG16").
         module: attribute of ``keras.applications`` holding its ``preprocess_input`` ("vgg16").
         dim: length of the pooled feature vector.
-        notop_filename, notop_url, notop_md5: the ImageNet "notop" weights exactly as Keras fetches them.
+        notop_filename, notop_url, notop_md5: the ImageNet "notop" weights exactly as Keras fetches them
+            (md5 None: Keras publishes none, any cached file of that name is used). For the MobileNets the
+            name and URL are templates with ``{alpha}`` (Keras' spelling of alpha in the name) and
+            ``{side}``, filled in by :meth:`sized`.
         default_threshold: cosine similarity used when ``cluster.threshold`` is auto.
         preprocessing: identity of prepare()+embed() for reports and caches.
         top_layers: layer names only a with-top weights file has (for a clearer error).
+        alphas: width multipliers Keras has ImageNet weights for (MobileNets); () = the backbone has none.
+        sure_threshold: "sure" threshold of the verify stage when not calibrated.
+        alpha_spelling: how Keras writes alpha in the weights file name ("v1": 0.25 -> "2_5", "v2": "0.35").
+        sides: input sides Keras has ImageNet weights for (MobileNets); () = any.
     """
 
     name: str
@@ -94,10 +108,30 @@ class KerasApp:
     dim: int
     notop_filename: str
     notop_url: str
-    notop_md5: str
+    notop_md5: str | None
     default_threshold: float
     preprocessing: str
     top_layers: frozenset[str]
+    alphas: tuple[float, ...] = ()
+    sure_threshold: float = VGG16_SURE_THRESHOLD
+    alpha_spelling: str = ""
+    sides: tuple[int, ...] = ()
+
+    def sized(self, alpha: float, side: int) -> KerasApp:
+        """This backbone at width ``alpha`` and input ``side``: the weights file name and URL filled in
+        (Keras has ImageNet MobileNet weights only for the sides in :attr:`sides`; others use the
+        nearest, as the notop convolutions do not depend on the input size)."""
+        if not self.alphas:
+            return self
+        near = min(self.sides, key=lambda s: (abs(s - side), s)) if self.sides else side
+        spelled = _V1_ALPHA[alpha] if self.alpha_spelling == "v1" else str(float(alpha))
+        filename = self.notop_filename.format(alpha=spelled, side=near)
+        return replace(
+            self,
+            display=f"{self.display} (alpha {alpha:g})",
+            notop_filename=filename,
+            notop_url=self.notop_url.format(alpha=spelled, side=near),
+        )
 
 
 VGG16_APP = KerasApp(
@@ -127,6 +161,84 @@ RESNET50_APP = KerasApp(
     preprocessing=RESNET50_PREPROCESSING,
     top_layers=frozenset({"predictions", "fc1000"}),
 )
+
+
+# How Keras spells MobileNet v1's alpha in its weights file names.
+_V1_ALPHA = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}
+
+MOBILENET_APP = KerasApp(
+    name="mobilenet",
+    display="MobileNet",
+    constructor="MobileNet",
+    module="mobilenet",
+    dim=1024,  # x alpha
+    notop_filename="mobilenet_{alpha}_{side}_tf_no_top.h5",
+    notop_url="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+    "mobilenet_{alpha}_{side}_tf_no_top.h5",
+    notop_md5=None,
+    default_threshold=VGG16_DEFAULT_THRESHOLD,
+    preprocessing=MOBILENET_PREPROCESSING,
+    top_layers=frozenset({"conv_preds", "predictions", "reshape_2"}),
+    alphas=(0.25, 0.5, 0.75, 1.0),
+    sure_threshold=CNN_UNCALIBRATED_SURE,
+    alpha_spelling="v1",
+    sides=(128, 160, 192, 224),
+)
+
+MOBILENET_V2_APP = KerasApp(
+    name="mobilenet_v2",
+    display="MobileNetV2",
+    constructor="MobileNetV2",
+    module="mobilenet_v2",
+    dim=1280,  # x max(1, alpha)
+    notop_filename="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{side}_no_top.h5",
+    notop_url="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{side}_no_top.h5",
+    notop_md5=None,
+    default_threshold=VGG16_DEFAULT_THRESHOLD,
+    preprocessing=MOBILENET_V2_PREPROCESSING,
+    top_layers=frozenset({"predictions", "Logits"}),
+    alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    sure_threshold=CNN_UNCALIBRATED_SURE,
+    alpha_spelling="v2",
+    sides=(96, 128, 160, 192, 224),
+)
+
+EFFICIENTNET_B0_APP = KerasApp(
+    name="efficientnet_b0",
+    display="EfficientNetB0",
+    constructor="EfficientNetB0",
+    module="efficientnet",
+    dim=1280,
+    notop_filename="efficientnetb0_notop.h5",
+    notop_url="https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
+    notop_md5="50bc09e76180e00e4465e1a485ddc09d",
+    default_threshold=VGG16_DEFAULT_THRESHOLD,
+    preprocessing=EFFICIENTNET_B0_PREPROCESSING,
+    top_layers=frozenset({"predictions", "top_dropout"}),
+    sure_threshold=CNN_UNCALIBRATED_SURE,
+)
+
+# The ImageNet statistics EfficientNet's own Rescaling/Normalization layers use (keras.src.applications.
+# efficientnet IMAGENET_STDDEV_RGB; the mean is the Normalization layer's, stored with the weights).
+_EFFICIENTNET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_EFFICIENTNET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def alpha_from_filename(path: Path | None, app: KerasApp) -> float | None:
+    """The MobileNet width multiplier a weights file's name states, in Keras' spelling
+    ("mobilenet_2_5_224_tf_no_top.h5" -> 0.25, "..._kernels_0.35_224_no_top.h5" -> 0.35); None if it
+    states none that ``app`` has."""
+    if path is None or not app.alphas:
+        return None
+    name = path.name.lower()
+    if app.alpha_spelling == "v1":
+        m = re.search(r"mobilenet_(\d_\d)_\d+", name)
+        value = None if m is None else {v: k for k, v in _V1_ALPHA.items()}.get(m.group(1))
+    else:
+        m = re.search(r"_(\d+\.\d+)_\d+(?:_no_top)?\.h5$", name)
+        value = None if m is None else float(m.group(1))
+    return value if value is not None and value in app.alphas else None
 
 
 def _init_random(model: Any, seed: int) -> None:
@@ -178,8 +290,7 @@ class KerasAppExtractor:
     app: KerasApp = VGG16_APP
     weight_free = False
     orientation_invariant = False
-    candidate_threshold = VGG16_CANDIDATE_THRESHOLD  # the same uncalibrated values for every backbone
-    sure_threshold = VGG16_SURE_THRESHOLD
+    candidate_threshold = VGG16_CANDIDATE_THRESHOLD  # the same uncalibrated value for every backbone
 
     def __init__(
         self,
@@ -187,6 +298,7 @@ class KerasAppExtractor:
         pooling: str = "avg",
         weights: str = "imagenet",
         precision: str = "float32",
+        alpha: float | str = "auto",
     ) -> None:
         if pooling not in ("avg", "max"):
             raise ConfigError(f"features.pooling: {pooling!r} is not allowed; allowed values: avg, max")
@@ -198,8 +310,17 @@ class KerasAppExtractor:
             raise ConfigError(
                 f"features.precision: {precision!r} is not allowed; allowed values: float32, bfloat16"
             )
+        if alpha != "auto" and not self.app.alphas:
+            raise ConfigError(f"features.alpha: {self.app.name} has no width multiplier; leave it at auto")
+        if alpha != "auto" and float(alpha) not in self.app.alphas:
+            raise ConfigError(
+                f"features.alpha: {alpha!r} is not allowed for {self.app.name}; allowed values: auto, "
+                f"{', '.join(f'{a:g}' for a in self.app.alphas)}"
+            )
+        self.alpha = alpha
         self.name = self.app.name
         self.dim = self.app.dim
+        self.sure_threshold = self.app.sure_threshold
         self.input_size = input_size
         self.precision = precision
         self.pooling = pooling
@@ -208,6 +329,7 @@ class KerasAppExtractor:
         self.decode_size: int | None = input_size
         self.model_: Any = None
         self.weights_path_: Path | None = None
+        self.alpha_: float | None = None
         self.resolved_ = False
         self._weights_sha256: str | None = None
 
@@ -231,6 +353,14 @@ class KerasAppExtractor:
             WeightsUnavailableError: "imagenet" cannot be obtained (the caller may fall back).
             WeightsError: the weights file is missing or is not a Keras weights file.
         """
+        if self.app.alphas:  # the MobileNets: alpha from features.alpha, the weights file name, or 1.0
+            named = None
+            if self.weights not in ("imagenet", "none"):
+                named = alpha_from_filename(Path(self.weights).expanduser(), self.app)
+            alpha = float(self.alpha) if self.alpha != "auto" else (named or 1.0)
+            self.app = self.app.sized(alpha, self.input_size)
+            self.alpha_ = alpha
+            self.dim = _mobilenet_dim(self.name, alpha)
         if self.weights == "imagenet":
             path: Path | None = cached_imagenet_weights(self.app) or fetch_imagenet_weights(self.app, warn)
         else:
@@ -258,10 +388,17 @@ class KerasAppExtractor:
         previous = keras.config.dtype_policy()
         if self.precision == "bfloat16":  # bf16 compute, float32 variables: the same weight files load
             keras.config.set_dtype_policy("mixed_bfloat16")
+        extra = {} if self.alpha_ is None else {"alpha": self.alpha_}
         try:
-            model = constructor(
-                include_top=False, weights=None, pooling=self.pooling, input_shape=(side, side, 3)
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MobileNet's "input size not in 128..224" notice
+                model = constructor(
+                    include_top=False,
+                    weights=None,
+                    pooling=self.pooling,
+                    input_shape=(side, side, 3),
+                    **extra,
+                )
         finally:
             keras.config.set_dtype_policy(previous)
         if path is None:
@@ -275,7 +412,8 @@ class KerasAppExtractor:
     def info(self) -> dict[str, Any]:
         """Keys: name, weights ("imagenet" | file path | "none"), weights_file, weights_sha256 (computed on
         first call; None for "none"), pooling, input_size, dim, preprocessing, fallback_used (False),
-        requested (the name), seed (for "none"), precision ("float32" | "bfloat16")."""
+        requested (the name), seed (for "none"), precision ("float32" | "bfloat16"), and for the MobileNets
+        alpha."""
         if self.weights_path_ is not None and self._weights_sha256 is None:
             self._weights_sha256 = file_hash(self.weights_path_, "sha256")
         weights = self.weights
@@ -294,6 +432,7 @@ class KerasAppExtractor:
             "requested": self.name,
             "seed": RANDOM_WEIGHTS_SEED if self.weights == "none" else None,
             "precision": self.precision,
+            **({} if self.alpha_ is None else {"alpha": self.alpha_}),
         }
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -323,6 +462,8 @@ class KerasAppExtractor:
             return np.zeros((0, self.dim), dtype=np.float32)
         keras = import_keras()
         x = getattr(keras.applications, self.app.module).preprocess_input(x)
+        if self.app.name == EFFICIENTNET_B0_APP.name and self.weights_path_ is not None:
+            x = _efficientnet_imagenet_scale(x)
         out = keras.ops.convert_to_numpy(self.model_(x, training=False))
         return l2_normalize(out)
 
@@ -337,6 +478,48 @@ class ResNet50Extractor(KerasAppExtractor):
     """Keras ResNet50 without its top, global pooling, its ImageNet ("caffe") preprocessing; 2048-d."""
 
     app = RESNET50_APP
+
+
+class MobileNetExtractor(KerasAppExtractor):
+    """Keras MobileNet v1 without its top, global pooling, "tf" preprocessing (-1..1); 1024 x alpha dims.
+
+    ``alpha`` (width multiplier: 0.25, 0.5, 0.75, 1.0) is ``features.alpha``, or with ``auto`` the one the
+    weights file name states (Keras' ``mobilenet_2_5_224_tf_no_top.h5`` is 0.25), else 1.0."""
+
+    app = MOBILENET_APP
+
+
+class MobileNetV2Extractor(KerasAppExtractor):
+    """Keras MobileNetV2 without its top, global pooling, "tf" preprocessing (-1..1); 1280-d (alpha 1.3
+    and 1.4 wider). ``alpha`` as for :class:`MobileNetExtractor` (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)."""
+
+    app = MOBILENET_V2_APP
+
+
+class EfficientNetB0Extractor(KerasAppExtractor):
+    """Keras EfficientNetB0 without its top, global pooling; 1280-d. The model rescales its own input
+    (RGB 0..255 in); with ImageNet weights the extra per-channel scaling Keras adds for them is applied
+    here, since the model is built without them and the weights loaded after."""
+
+    app = EFFICIENTNET_B0_APP
+
+
+def _mobilenet_dim(name: str, alpha: float) -> int:
+    """Length of the pooled vector of a MobileNet of width ``alpha`` (Keras' layer sizes)."""
+    if name == "mobilenet":
+        return int(1024 * alpha)
+    if alpha <= 1.0:
+        return 1280
+    wide = 1280 * alpha  # keras.src.applications.mobilenet_v2._make_divisible(1280 * alpha, 8)
+    return max(8, int(wide + 4) // 8 * 8) + (8 if max(8, int(wide + 4) // 8 * 8) < 0.9 * wide else 0)
+
+
+def _efficientnet_imagenet_scale(x: np.ndarray) -> np.ndarray:
+    """RGB 0..255 such that EfficientNet's own ``(x / 255 - mean) / std`` becomes the
+    ``(x / 255 - mean) / std / sqrt(std)`` that Keras' ImageNet EfficientNet computes (its extra Rescaling
+    layer, built only with ``weights="imagenet"``)."""
+    mean = 255.0 * _EFFICIENTNET_MEAN
+    return np.asarray(mean + (x - mean) / np.sqrt(_EFFICIENTNET_STD), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------ keras-model
@@ -463,6 +646,12 @@ class KerasModelExtractor:
         self.dim = int(out_shape[-1])
         self.decode_size = max(self.input_hw_)
         self.model_ = model
+        if self.preprocessing == "none" and warn is not None and not _has_rescaling(model):
+            warn(
+                f"keras-model: {path.name} has no rescaling layer and features.preprocessing is none, so it "
+                "gets RGB 0..255; most ImageNet models expect tf (-1..1), torch or caffe input (a MobileNet "
+                "fed 0..255 finds almost only false pairs): set features.preprocessing (--config)"
+            )
         return self
 
     def load(self) -> KerasModelExtractor:
@@ -524,6 +713,18 @@ class KerasModelExtractor:
         if out.ndim == 4:
             out = out.mean(axis=(1, 2)) if self.pooling == "avg" else out.max(axis=(1, 2))
         return l2_normalize(out.reshape(len(x), -1))
+
+
+def _has_rescaling(model: Any) -> bool:
+    """Whether a Keras model (nested models included) holds a layer that rescales its input itself."""
+    for layer in getattr(model, "layers", ()):
+        if type(layer).__name__ in _RESCALING_LAYERS or (hasattr(layer, "layers") and _has_rescaling(layer)):
+            return True
+    return False
+
+
+# Keras layers that normalise pixel values inside a model (so 0..255 input is what it expects).
+_RESCALING_LAYERS = frozenset({"Rescaling", "Normalization", "Lambda", "TFOpLambda"})
 
 
 # -------------------------------------------------------------------------------------------------- precision

@@ -87,11 +87,40 @@ def _resnet50(cfg: FeaturesConfig, build: Build) -> Extractor:
     return ex.resolve(build.warn) if build.lazy else ex.build(build.warn)
 
 
+def _mobilenet(cfg: FeaturesConfig, build: Build) -> Extractor:
+    from dedup.features.keras import MobileNetExtractor, model_precision
+
+    ex = MobileNetExtractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg), cfg.alpha)
+    return ex.resolve(build.warn) if build.lazy else ex.build(build.warn)
+
+
+def _mobilenet_v2(cfg: FeaturesConfig, build: Build) -> Extractor:
+    from dedup.features.keras import MobileNetV2Extractor, model_precision
+
+    ex = MobileNetV2Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg), cfg.alpha)
+    return ex.resolve(build.warn) if build.lazy else ex.build(build.warn)
+
+
+def _efficientnet_b0(cfg: FeaturesConfig, build: Build) -> Extractor:
+    from dedup.features.keras import EfficientNetB0Extractor, model_precision
+
+    ex = EfficientNetB0Extractor(cfg.input_size, cfg.pooling, cfg.weights, model_precision(cfg), cfg.alpha)
+    return ex.resolve(build.warn) if build.lazy else ex.build(build.warn)
+
+
 def _keras_model(cfg: FeaturesConfig, build: Build) -> Extractor:
     from dedup.features.keras import KerasModelExtractor
 
     path = build.name.partition(":")[2]
     return KerasModelExtractor(path, cfg.input_size, cfg.pooling, cfg.preprocessing).build(build.warn)
+
+
+def _onnx(cfg: FeaturesConfig, build: Build) -> Extractor:
+    from dedup.features.onnx import OnnxExtractor
+
+    path = build.name.partition(":")[2]
+    ex = OnnxExtractor(path, cfg.input_size, cfg.pooling, cfg.preprocessing, cfg.output)
+    return ex.build(build.warn)
 
 
 def _phash(cfg: FeaturesConfig, build: Build) -> Extractor:
@@ -118,7 +147,11 @@ REGISTRY: dict[str, ExtractorSpec] = {
     for spec in (
         ExtractorSpec("vgg16", _vgg16),
         ExtractorSpec("resnet50", _resnet50),
+        ExtractorSpec("mobilenet", _mobilenet),
+        ExtractorSpec("mobilenet_v2", _mobilenet_v2),
+        ExtractorSpec("efficientnet_b0", _efficientnet_b0),
         ExtractorSpec("keras-model", _keras_model, param="PATH"),
+        ExtractorSpec("onnx", _onnx, param="PATH"),
         ExtractorSpec("phash", _phash, weight_free=True),
         ExtractorSpec("thumb", _thumb, weight_free=True),
         ExtractorSpec("color", _color, weight_free=True),
@@ -169,15 +202,42 @@ def check_extractor_name(name: str, key: str = "features.extractor", *, within: 
     return name
 
 
-def split_names(spec: str, key: str = "features.extractor") -> list[str]:
+def split_names(spec: str | list[str] | tuple[str, ...], key: str = "features.extractor") -> list[str]:
     """``"phash+color"`` -> ``["phash", "color"]``, each part checked by :func:`check_extractor_name`.
+
+    A name that carries a path (``keras-model:PATH``, ``onnx:PATH``) may stand anywhere, and its path may
+    itself hold '+': a piece after a '+' that does not start with an extractor name belongs to the path
+    before it (``keras-model:/m/a+b.keras+phash`` -> the model ``/m/a+b.keras`` and ``phash``). A list
+    (from YAML) is taken item by item, each item split the same way.
 
     Raises:
         ConfigError: empty or unknown name (the message lists the allowed values), or a name given twice.
     """
-    names = [p.strip() for p in spec.split("+")]
-    within = spec if len(names) > 1 else None
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in items:
+        names.extend(_join_paths([p.strip() for p in item.split("+")]))
+    text = "+".join(names)
+    within = text if len(names) > 1 else None
     parts = [check_extractor_name(name, key, within=within) for name in names]
     if len(set(parts)) != len(parts):
-        raise ConfigError(f"{key}: {spec!r} names an extractor twice")
+        raise ConfigError(f"{key}: {text!r} names an extractor twice")
     return parts
+
+
+def _takes_param(name: str) -> bool:
+    """Whether ``name`` is a parameterised extractor name with its parameter ("keras-model:/m.keras")."""
+    base, sep, arg = name.partition(":")
+    spec = REGISTRY.get(base)
+    return spec is not None and spec.param is not None and bool(sep and arg)
+
+
+def _join_paths(pieces: list[str]) -> list[str]:
+    """Glue the pieces of a path that held '+' back onto the parameterised name before them."""
+    out: list[str] = []
+    for piece in pieces:
+        if out and _takes_param(out[-1]) and piece.partition(":")[0] not in REGISTRY:
+            out[-1] = f"{out[-1]}+{piece}"
+        else:
+            out.append(piece)
+    return out

@@ -646,6 +646,8 @@ def from_result(result: ScanResult) -> Report:
     params: dict[str, Any] = result.config.to_dict()
     params["threshold"] = result.threshold
     params["verified"] = result.verified
+    if getattr(result, "calibrations", None):
+        params["calibrated"] = {name: cal.to_dict() for name, cal in result.calibrations.items()}
     params["thresholds"] = {
         name: {"plain": t.plain, "candidate": t.candidate, "sure": t.sure}
         for name, t in result.thresholds.items()

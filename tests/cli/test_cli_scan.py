@@ -111,7 +111,8 @@ def test_offline_without_fallback_is_a_clear_error(cli, data, monkeypatch):
         (["scan", "{root}", "--threshold", "1.5", *PHASH], "cluster.threshold"),
         (
             ["scan", "{root}", "--features", "sift9"],
-            "allowed values: vgg16, resnet50, keras-model:PATH, phash",
+            "allowed values: vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0, keras-model:PATH, "
+            "onnx:PATH, phash",
         ),
         (["scan", "{root}", *PHASH, "--report", "/no/such/dir/r.json"], "does not exist"),
         (["scan", "{root}", *PHASH, "--report", "{tmp}/r.txt"], "unsupported format"),

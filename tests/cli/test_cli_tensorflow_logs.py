@@ -45,7 +45,7 @@ def test_vgg16_scan_prints_no_tensorflow_start_up_lines(tmp_path: Path) -> None:
     for i in range(2):
         make_photo(i).save(folder / f"{i}.png")
     cfg = tmp_path / "small.yaml"
-    cfg.write_text("features:\n  input_size: 32\ncache:\n  enabled: false\n")
+    cfg.write_text("features:\n  extractor: vgg16\n  input_size: 32\ncache:\n  enabled: false\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -82,7 +82,7 @@ def test_library_leaves_the_environment_alone() -> None:
         "import numpy as np\n"
         "from dedup.config import FeaturesConfig\n"
         "from dedup.features import make_extractor\n"
-        "ex = make_extractor(FeaturesConfig(weights='none', input_size=32))\n"
+        "ex = make_extractor(FeaturesConfig('vgg16', weights='none', input_size=32))\n"
         "assert ex.embed(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 512)\n"
         "assert 'TF_CPP_MIN_LOG_LEVEL' not in os.environ\n"
     )

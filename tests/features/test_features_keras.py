@@ -120,7 +120,9 @@ def random_vgg(tmp_path_factory: pytest.TempPathFactory) -> _RandomVGG:
 
 
 def _vgg(weights: str | Path, pooling: str = "avg", **kw: Any) -> Any:
-    return make_extractor(FeaturesConfig(weights=str(weights), pooling=pooling, input_size=SIDE, **kw))
+    return make_extractor(
+        FeaturesConfig(extractor="vgg16", weights=str(weights), pooling=pooling, input_size=SIDE, **kw)
+    )
 
 
 @pytest.mark.tf
@@ -196,7 +198,9 @@ def test_pooling_max_and_avg_give_different_unit_vectors(random_vgg: _RandomVGG)
 def test_random_weights_warn_and_are_deterministic(random_vgg: _RandomVGG) -> None:
     warned: list[str] = []
     first = _vgg("none").embed(random_vgg.batch)
-    ext = make_extractor(FeaturesConfig(weights="none", input_size=SIDE), warn=warned.append)
+    ext = make_extractor(
+        FeaturesConfig(extractor="vgg16", weights="none", input_size=SIDE), warn=warned.append
+    )
     assert len(warned) == 1 and "untrained VGG16" in warned[0] and "meaningless" in warned[0]
     np.testing.assert_array_equal(ext.embed(random_vgg.batch), first)
     info = ext.info()
@@ -506,7 +510,9 @@ def test_preprocess_without_tensorflow_modes_and_unknown_mode() -> None:
 def test_lazy_vgg16_is_built_by_ensure_loaded(random_vgg: _RandomVGG) -> None:
     from dedup.features import ensure_loaded
 
-    (ext,) = make_extractors(FeaturesConfig(weights=str(random_vgg.legacy_file), input_size=SIDE), lazy=True)
+    (ext,) = make_extractors(
+        FeaturesConfig(extractor="vgg16", weights=str(random_vgg.legacy_file), input_size=SIDE), lazy=True
+    )
     assert isinstance(ext, VGG16Extractor) and ext.model_ is None
     assert ext.info()["weights_file"] == str(random_vgg.legacy_file)  # complete before the model is built
     ensure_loaded(ext)

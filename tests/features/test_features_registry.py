@@ -56,13 +56,29 @@ def test_config_validates_names_without_loading_the_extractors() -> None:
 
 
 def test_registry_names_and_flags() -> None:
-    assert list(REGISTRY) == ["vgg16", "resnet50", "keras-model", "phash", "thumb", "color"]
+    assert list(REGISTRY) == [
+        "vgg16",
+        "resnet50",
+        "mobilenet",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "keras-model",
+        "onnx",
+        "phash",
+        "thumb",
+        "color",
+    ]
     assert all(name == spec.name for name, spec in REGISTRY.items())
     assert weight_free_names() == ("phash", "thumb", "color")
-    assert allowed_extractors() == "vgg16, resnet50, keras-model:PATH, phash, thumb, color"
+    assert allowed_extractors() == (
+        "vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0, keras-model:PATH, onnx:PATH, phash, "
+        "thumb, color"
+    )
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet50", "phash", "thumb", "color"])
+@pytest.mark.parametrize(
+    "name", ["vgg16", "resnet50", "mobilenet", "mobilenet_v2", "efficientnet_b0", "phash", "thumb", "color"]
+)
 def test_every_factory_builds_the_extractor_its_spec_describes(name: str) -> None:
     spec = REGISTRY[name]
     warned: list[str] = []
@@ -136,7 +152,9 @@ def test_make_extractor_phash_info() -> None:
 
 def test_unknown_extractor_is_a_config_error_listing_allowed_values() -> None:
     with pytest.raises(
-        ConfigError, match="allowed values: vgg16, resnet50, keras-model:PATH, phash, thumb, color"
+        ConfigError,
+        match="allowed values: vgg16, resnet50, mobilenet, mobilenet_v2, efficientnet_b0, "
+        "keras-model:PATH, onnx:PATH, phash, thumb, color",
     ):
         make_extractor(FeaturesConfig(extractor="resnet9"))
     with pytest.raises(ConfigError, match="keras-model needs a PATH"):
@@ -208,7 +226,8 @@ def test_imagenet_unavailable_falls_back_to_phash_with_one_warning(
     monkeypatch.setattr(weights_module, "_keras_get_file", get_file)
     warned: list[str] = []
     ext = make_extractor(
-        FeaturesConfig(weights="imagenet", offline_fallback="phash", hash_size=16), warn=warned.append
+        FeaturesConfig(extractor="vgg16", weights="imagenet", offline_fallback="phash", hash_size=16),
+        warn=warned.append,
     )
     assert isinstance(ext, PHashExtractor)
     assert len(warned) == 1 and "\n" not in warned[0]
@@ -234,7 +253,9 @@ def test_imagenet_unavailable_without_fallback_says_how_to_supply_weights(
     monkeypatch.setattr(weights_module, "_keras_get_file", _offline)
     warned: list[str] = []
     with pytest.raises(WeightsError) as err:
-        make_extractor(FeaturesConfig(weights="imagenet", offline_fallback="none"), warn=warned.append)
+        make_extractor(
+            FeaturesConfig(extractor="vgg16", weights="imagenet", offline_fallback="none"), warn=warned.append
+        )
     message = str(err.value)
     assert "cannot obtain the ImageNet VGG16 weights" in message
     assert VGG16_NOTOP_URL in message and "--weights FILE" in message

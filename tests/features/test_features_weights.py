@@ -66,7 +66,7 @@ def test_cached_imagenet_weights_checks_the_md5_without_tensorflow(
 def test_missing_weights_file_is_a_weights_error_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "vgg.h5"
     with pytest.raises(WeightsError, match="not found") as err:
-        make_extractor(FeaturesConfig(weights=str(missing)))
+        make_extractor(FeaturesConfig(extractor="vgg16", weights=str(missing)))
     assert str(missing) in str(err.value)
 
 
@@ -82,7 +82,7 @@ def test_garbage_weights_file_is_a_weights_error(tmp_path: Path, kind: str) -> N
         with h5py.File(path, "w") as f:
             f["something"] = np.arange(10)
     with pytest.raises(WeightsError, match="Keras weights") as err:
-        make_extractor(FeaturesConfig(weights=str(path)))
+        make_extractor(FeaturesConfig(extractor="vgg16", weights=str(path)))
     assert str(path) in str(err.value)
 
 
@@ -164,13 +164,16 @@ def test_real_get_file_failure_falls_back_and_keeps_stdout_clean(
     capsys.readouterr()
     warned: list[str] = []
     ext = make_extractor(
-        FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="phash"), warn=warned.append
+        FeaturesConfig(extractor="vgg16", weights="imagenet", input_size=SIDE, offline_fallback="phash"),
+        warn=warned.append,
     )
     assert isinstance(ext, PHashExtractor) and ext.info()["fallback_used"] is True
     assert len(warned) == 1 and "404" in warned[0]
     assert capsys.readouterr() == ("", "")  # Keras' cache notice went nowhere: one warning is enough
     with pytest.raises(WeightsError, match="--weights FILE"):
-        make_extractor(FeaturesConfig(weights="imagenet", input_size=SIDE, offline_fallback="none"))
+        make_extractor(
+            FeaturesConfig(extractor="vgg16", weights="imagenet", input_size=SIDE, offline_fallback="none")
+        )
 
 
 @pytest.mark.tf
