@@ -66,6 +66,7 @@ from dedup.images import ImageRecord, Skipped, discover
 from dedup.index import EXACT_MAX, build_index, load_index, nearest
 from dedup.keep import choose_keep
 from dedup.pipeline import cluster_collection, duplicates_of
+from dedup.report.files import fsync_folder
 from dedup.report.schema import cluster_folder
 from dedup.verify import (
     KeypointStore,
@@ -679,7 +680,7 @@ class Index:
         tmp = folder / f".{MANIFEST}.tmp"
         text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")(tmp)
         os.replace(tmp, folder / MANIFEST)
-        _fsync_dir(folder)
+        fsync_folder(folder)
         self.manifest = manifest
         for name in old - set(written):
             with suppress(OSError):
@@ -1089,19 +1090,6 @@ def _check_empty(folder: Path) -> None:
         raise InputError(f"{folder} exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()):
         raise InputError(f"{folder} is not empty; give a new or empty folder for the index")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["AssignResult", "Assignment", "Duplicate", "Index", "IndexedImage", "UpdateResult"]

@@ -9,10 +9,11 @@ import os
 import stat
 from collections.abc import Callable
 
-from dedup.actions.journal import Journal, fsync_dir
+from dedup.actions.journal import Journal
 from dedup.actions.paths import partial_name, within
 from dedup.errors import ActionError
 from dedup.images import open_regular
+from dedup.report.files import fsync_folder
 
 _CHUNK = 1 << 20
 
@@ -105,7 +106,7 @@ def copy_verified(src: str, dst: str) -> str:
     except BaseException:  # also a full disk half-way through: no partial file is left behind
         _discard(tmp)
         raise
-    fsync_dir(os.path.dirname(dst))
+    fsync_folder(os.path.dirname(dst))
     return digest
 
 
@@ -150,7 +151,7 @@ def move(src: str, dst: str) -> str | None:
         digest = copy_verified(src, dst)
     checkpoint("copied")
     os.unlink(src)
-    fsync_dir(os.path.dirname(src))
+    fsync_folder(os.path.dirname(src))
     return digest
 
 

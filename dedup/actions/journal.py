@@ -18,6 +18,7 @@ from typing import Any
 from dedup.actions.paths import free_name, path_text
 from dedup.actions.plan import MANIFEST_VERSION, MISSING_REASON, Operation, Plan, SkippedItem
 from dedup.errors import ActionError
+from dedup.report.files import fsync_folder
 from dedup.report.wording import json_text
 
 try:
@@ -31,19 +32,6 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -63,7 +51,7 @@ class Journal:
         except OSError as e:
             raise ActionError(f"cannot write manifest {path}: {e.strerror or e}") from e
         if new:
-            fsync_dir(str(path.parent))
+            fsync_folder(path.parent)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

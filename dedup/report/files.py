@@ -192,7 +192,7 @@ def write_text(path: str | Path, text: str, *, what: str = "file", durable: bool
         os.replace(tmp, p)
         tmp = ""
         if durable:
-            _fsync_folder(folder)
+            fsync_folder(folder)
     except OSError as e:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
@@ -200,7 +200,8 @@ def write_text(path: str | Path, text: str, *, what: str = "file", durable: bool
     return p
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: str | Path) -> None:
+    """Make a folder's entries (a file created, renamed or removed in it) durable; best effort."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
