@@ -781,20 +781,8 @@ class VerifyCache(_Store):
 @contextmanager
 def opened_verify(cfg: CacheConfig, warn: WarnFn | None = None) -> Iterator[VerifyCache | None]:
     """The verify stage's cache of ``cfg``, or None when the cache is disabled or cannot be created."""
-    if not cfg.enabled:
-        yield None
-        return
-    try:
-        cache = VerifyCache.open(cache_dir(cfg), warn)
-    except CacheError as e:
-        if warn is not None:
-            warn(f"{e}; scanning without the feature cache")
-        yield None
-        return
-    try:
+    with _opened_store(cfg, warn, lambda folder: VerifyCache.open(folder, warn)) as cache:
         yield cache
-    finally:
-        cache.close()
 
 
 def _repair_leftovers(path: Path) -> None:
@@ -948,11 +936,21 @@ def opened(
 
     A cache folder that cannot be created is reported through ``warn`` and the scan goes on without it.
     """
+    with _opened_store(cfg, warn, lambda folder: FeatureCache.open(folder, info, dim, warn)) as cache:
+        yield cache
+
+
+@contextmanager
+def _opened_store(
+    cfg: CacheConfig, warn: WarnFn | None, open_in: Callable[[Path], _S]
+) -> Iterator[_S | None]:
+    """``open_in(cache folder)``, or None when the cache is disabled or its folder cannot be created
+    (reported through ``warn``); closed on exit."""
     if not cfg.enabled:
         yield None
         return
     try:
-        cache = FeatureCache.open(cache_dir(cfg), info, dim, warn)
+        cache = open_in(cache_dir(cfg))
     except CacheError as e:
         if warn is not None:
             warn(f"{e}; scanning without the feature cache")
