@@ -322,20 +322,7 @@ def sweep(
         groups, splits = form_groups(
             labels, embeddings, graph, images, threshold=t, policy=config.keep.policy
         )
-        silhouette, davies_bouldin, calinski_harabasz, scored = _scores(groups, embeddings)
-        results.append(
-            ThresholdScores(
-                threshold=t,
-                groups=len(groups),
-                duplicates=sum(len(g.members) - 1 for g in groups),
-                grouped=sum(len(g.members) for g in groups),
-                chain_splits=splits,
-                silhouette=silhouette,
-                davies_bouldin=davies_bouldin,
-                calinski_harabasz=calinski_harabasz,
-                scored=scored,
-            )
-        )
+        results.append(_row(t, groups, splits, embeddings))
         signatures.append(_signature(groups))
         if progress:
             progress("tune", done, len(ts))
@@ -520,6 +507,33 @@ def _with_truth(result: TuneResult, collection: FeatureSet, truth: dict[str, str
     return replace(result, rows=rows)
 
 
+def _row(
+    t: float,
+    groups: list[Group],
+    splits: int,
+    embeddings: Embeddings,
+    precision: float | None = None,
+    recall: float | None = None,
+    f1: float | None = None,
+) -> ThresholdScores:
+    """The sweep's row for threshold ``t``: group counts, internal scores and (with a truth) P/R/F1."""
+    silhouette, davies_bouldin, calinski_harabasz, scored = _scores(groups, embeddings)
+    return ThresholdScores(
+        threshold=t,
+        groups=len(groups),
+        duplicates=sum(len(g.members) - 1 for g in groups),
+        grouped=sum(len(g.members) for g in groups),
+        chain_splits=splits,
+        silhouette=silhouette,
+        davies_bouldin=davies_bouldin,
+        calinski_harabasz=calinski_harabasz,
+        scored=scored,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+    )
+
+
 class _MemoryDecisions:
     """The verify cache's candidate, pair-decision and facts methods, in memory: the sweep decides one
     collection at every threshold, and a pair checked once is not checked again (keypoints stay in the
@@ -616,26 +630,8 @@ def sweep_verified(
                 cache=cache,
                 store=store,
             )
-            silhouette, davies_bouldin, calinski_harabasz, scored = _scores(groups, embeddings)
-            p = r = f = None
-            if truth is not None:
-                p, r, f = _truth_scores(groups, images, truth)
-            results.append(
-                ThresholdScores(
-                    threshold=t,
-                    groups=len(groups),
-                    duplicates=sum(len(g.members) - 1 for g in groups),
-                    grouped=sum(len(g.members) for g in groups),
-                    chain_splits=splits,
-                    silhouette=silhouette,
-                    davies_bouldin=davies_bouldin,
-                    calinski_harabasz=calinski_harabasz,
-                    scored=scored,
-                    precision=p,
-                    recall=r,
-                    f1=f,
-                )
-            )
+            scores = _truth_scores(groups, images, truth) if truth is not None else (None, None, None)
+            results.append(_row(t, groups, splits, embeddings, *scores))
             signatures.append(_signature(groups))
             if progress:
                 progress("tune", done, len(ts))
